@@ -1,0 +1,121 @@
+"""Artifacts on disk, each written atomically beside a record of what produced it.
+
+An artifact is one or more files plus ``<name>.json``: the producer (plugin, version, config,
+data fingerprints, seed) and each file's SHA-256. :meth:`ArtifactStore.find` returns the files
+only when the record exists, names the same producer and every hash matches; anything else
+(a different config, a half-written file) is recomputed, never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from dvbench.harness import __version__
+from dvbench.harness.records import Example
+
+
+def canonical(data: Any) -> str:
+    """JSON with sorted keys: equal data, equal text."""
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot record {type(value).__name__} in an artifact's provenance")
+
+
+def fingerprint(examples: Iterable[Example]) -> str:
+    """SHA-256 of the examples' ids, texts and subsets, in order."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(canonical([e.id, e.instruction, e.input, e.output, e.subset]).encode())
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+class ArtifactStore:
+    """Artifacts under one output folder, keyed by relative name (``scores/icp``)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, name: str, suffix: str) -> Path:
+        path = (self.root / f"{name}{suffix}").resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"artifact {name!r} would lie outside {self.root}")
+        return path
+
+    def find(self, name: str, producer: Mapping[str, Any]) -> tuple[dict[str, Path] | None, str]:
+        """The artifact's files if it was produced by ``producer`` and is whole; else why not."""
+        record_path = self.path(name, ".json")
+        if not record_path.exists():
+            return None, "not computed yet"
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None, f"{record_path} is unreadable"
+        if canonical(record.get("producer")) != canonical(producer):
+            return None, f"produced under other settings ({_difference(record.get('producer'), producer)})"
+        files = {}
+        for suffix, digest in record.get("files", {}).items():
+            path = self.path(name, suffix)
+            if not path.exists() or sha256_file(path) != digest:
+                return None, f"{path.name} is missing or changed since it was written"
+            files[suffix] = path
+        return files, "up to date"
+
+    def save(self, name: str, producer: Mapping[str, Any], writers: Mapping[str, Callable[[Path], None]]) -> None:
+        """Write each ``suffix -> writer`` file atomically, then the record that vouches for them."""
+        record_path = self.path(name, ".json")
+        record_path.unlink(missing_ok=True)  # no stale record may vouch for new files
+        hashes = {}
+        for suffix, write in writers.items():
+            path = self.path(name, suffix)
+            write_atomic(path, write)
+            hashes[suffix] = sha256_file(path)
+        record = {"producer": producer, "files": hashes, "dvbench": __version__}
+        write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+    def producer(self, name: str) -> dict[str, Any]:
+        """The recorded producer of a saved artifact."""
+        return json.loads(self.path(name, ".json").read_text(encoding="utf-8"))["producer"]
+
+
+def _difference(old: Any, new: Any, path: str = "") -> str:
+    """The first place where two producers differ, as ``config.batch_size: 8 -> 16``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if canonical(old.get(key)) != canonical(new.get(key)):
+                return _difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path or 'producer'}: {json.dumps(old, default=_jsonable)[:60]} -> {json.dumps(new, default=_jsonable)[:60]}"

@@ -1,0 +1,108 @@
+"""``dvbench run | check | plugins | leaderboard``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dvbench.harness import __version__
+
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dvbench", description="Benchmark training-data valuation methods.")
+    parser.add_argument("--version", action="version", version=f"dvbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a spec and write scores and leaderboards")
+    run.add_argument("spec", type=Path, help="the spec's YAML file")
+    run.add_argument("--out", type=Path, help="output folder (default: the spec's output_dir, or runs/<name>)")
+    check = commands.add_parser("check", help="validate a spec without loading any model")
+    check.add_argument("spec", type=Path)
+    commands.add_parser("plugins", help="list every registered plugin")
+    board = commands.add_parser("leaderboard", help="print the leaderboards saved in a run folder")
+    board.add_argument("dir", type=Path, help="a run's output folder")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+
+    from dvbench.harness.config import InputError
+    from dvbench.harness.plugins import PluginError
+
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        return COMMANDS[args.command](args, console)
+    except (InputError, PluginError) as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        errors.print("interrupted; finished artifacts are kept: run the same command again to resume")
+        return EXIT_INTERRUPTED
+
+
+def _run(args, console) -> int:
+    from dvbench.harness.progress import RichProgress
+    from dvbench.harness.runner import Runner
+    from dvbench.harness.spec import load_spec
+
+    spec = load_spec(args.spec)
+    runner = Runner(spec, args.out, RichProgress(), log=lambda line: console.print(line, highlight=False))
+    result = runner.run()
+    _print_tables(console, result.tables)
+    timings = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items())
+    console.print(f"wrote {result.out} ({timings})", highlight=False)
+    return 0
+
+
+def _check(args, console) -> int:
+    from dvbench.harness.spec import load_spec
+
+    spec = load_spec(args.spec)
+    console.print(
+        f"{args.spec}: ok — {spec.name}: {len(spec.valuators)} valuator(s), {len(spec.selectors)} selector(s)",
+        highlight=False,
+    )
+    return 0
+
+
+def _plugins(args, console) -> int:
+    from rich.table import Table
+
+    from dvbench.harness.plugins import load_registry
+
+    table = Table(title="dvbench plugins")
+    for column in ("role", "name", "version", "from", "config keys"):
+        table.add_column(column)
+    for role, entries in load_registry().entries.items():
+        for name, entry in sorted(entries.items()):
+            table.add_row(role, name, entry.cls.version, entry.source, ", ".join(entry.cls.Config.model_fields))
+    console.print(table)
+    return 0
+
+
+def _leaderboard(args, console) -> int:
+    import polars as pl
+
+    from dvbench.harness.config import InputError
+
+    tables = {path.stem: pl.read_parquet(path) for path in sorted((args.dir / "leaderboard").glob("*.parquet"))}
+    if not tables:
+        raise InputError(f"{args.dir}: no leaderboard/*.parquet here; run `dvbench run SPEC --out {args.dir}` first")
+    _print_tables(console, tables)
+    return 0
+
+
+def _print_tables(console, tables) -> None:
+    from dvbench.harness.report import rich_table
+
+    for name, frame in tables.items():
+        console.print(rich_table(frame, name))
+
+
+COMMANDS = {"run": _run, "check": _check, "plugins": _plugins, "leaderboard": _leaderboard}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Typed, validated configuration, and the errors that name where a value came from.
+
+Every plugin's ``Config`` subclasses :class:`Config`: a frozen pydantic model whose fields carry
+their help text (``Field(description=...)``) and whose validators refuse nonsense. Validation
+is strict: ``batch_size: "8"`` is a wrong type, not an integer.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+
+
+class InputError(ValueError):
+    """Bad user input. The message names the file, the row or YAML path, the field, and what to do."""
+
+
+class Config(BaseModel):
+    """Base class of every configuration: frozen, strict, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _resolve(value: str, info: ValidationInfo) -> str:
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    return str(path if path.is_absolute() or base is None else Path(base) / path)
+
+
+def _exists(value: str) -> str:
+    if not Path(value).exists():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+SpecPath = Annotated[str, AfterValidator(_resolve)]
+"""A path; relative paths are taken from the spec file's folder."""
+
+ExistingPath = Annotated[str, AfterValidator(_resolve), AfterValidator(_exists)]
+"""A :data:`SpecPath` that must exist when the spec is checked."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input, at a path such as ``valuators.icp.batch_size``."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(str(part) for part in self.path) or "(top level)"
+
+
+class ConfigError(InputError):
+    """Invalid input: every problem found, each with the file, YAML path and what is allowed."""
+
+    def __init__(self, source: str, problems: list[Problem], lines: dict[tuple, int] | None = None):
+        self.source = source
+        self.problems = problems
+        self.lines = lines or {}
+        super().__init__(self.render())
+
+    def line_of(self, path: tuple) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+    def render(self) -> str:
+        head = f"{self.source}: {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
+        rows = []
+        for problem in self.problems:
+            line = self.line_of(problem.path)
+            where = f"{problem.dotted} (line {line})" if line else problem.dotted
+            rows.append(f"  {where}: {problem.message}")
+        return "\n".join([head, *rows])
+
+
+def validate(
+    model: type[BaseModel], data: Any, path: tuple = (), base_dir: Path | None = None
+) -> tuple[Any, list[Problem]]:
+    """Validate ``data`` as ``model``; return the instance (or None) and the problems found.
+
+    ``base_dir`` anchors relative :data:`SpecPath` values (the spec file's folder).
+    """
+    try:
+        return model.model_validate(data, context={"base_dir": base_dir}), []
+    except ValidationError as error:
+        return None, [_problem(model, err, path) for err in error.errors(include_url=False)]
+
+
+def _problem(model: type[BaseModel], err: dict, prefix: tuple) -> Problem:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        message = f"unknown key {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif kind == "missing":
+        message = "missing; this key is required"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        message = message.replace("Input should be", "expected", 1)
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            given = err["input"]
+            message += f"; got {given!r} ({type(given).__name__})"
+    return Problem(prefix + loc, message)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the model reached by following ``loc`` through nested models."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        options = (field.annotation, *typing.get_args(field.annotation)) if field else ()
+        nested = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)

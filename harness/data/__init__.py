@@ -1,0 +1,1 @@
+"""Instruction data: loaders for user files, and dvbench's own generated dataset."""

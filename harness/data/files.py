@@ -1,0 +1,95 @@
+"""Loads Alpaca-style rows (``instruction``, ``input``, ``output``) from JSON and JSONL files.
+
+Every row becomes an :class:`~dvbench.harness.records.Example`. Its id is the row's ``id`` when
+given, else derived from its text, so it is stable across runs and row orders. ``subset`` comes
+from a ``subset`` or ``dataset`` column; every other column lands in ``meta``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from dvbench.harness.config import InputError
+from dvbench.harness.records import Example
+
+REQUIRED = ("instruction", "output")
+TEXT = ("instruction", "input", "output")
+
+
+def content_id(instruction: str, input: str, output: str) -> str:
+    """A stable id from an example's text: 16 hex digits of its SHA-256."""
+    text = json.dumps([instruction, input, output], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_examples(path: str | Path, *, require_output: bool = True) -> tuple[Example, ...]:
+    """Read a ``.json`` (a list of objects) or ``.jsonl`` (one object a line) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; check the data path in the spec")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start}); re-encode the file as UTF-8") from None
+    rows = _rows(path, text)
+    required = REQUIRED if require_output else REQUIRED[:1]
+    examples, seen = [], {}
+    for where, row in rows:
+        example = _example(path, where, row, required)
+        if example.id in seen:
+            raise InputError(
+                f"{path}: {where} repeats id {example.id!r} of {seen[example.id]}; ids must be unique"
+            )
+        seen[example.id] = where
+        examples.append(example)
+    return tuple(examples)
+
+
+def _rows(path: Path, text: str) -> list[tuple[str, Any]]:
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((f"line {number}", json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+        return rows
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON list of objects, found {type(data).__name__}")
+        return [(f"row {i}", row) for i, row in enumerate(data)]
+    raise InputError(f"{path}: unknown data format {path.suffix!r}; use .json or .jsonl")
+
+
+def _example(path: Path, where: str, row: Any, required: tuple[str, ...]) -> Example:
+    if not isinstance(row, dict):
+        raise InputError(f"{path}: {where}: expected an object, found {type(row).__name__}")
+    for name in TEXT:
+        value = row.get(name, "")
+        if not isinstance(value, str):
+            raise InputError(f"{path}: {where}: field {name!r} must be text, found {type(value).__name__}")
+    for name in required:
+        if not row.get(name, "").strip():
+            raise InputError(f"{path}: {where}: field {name!r} is missing or empty; every row needs one")
+    instruction, input, output = (row.get(name, "") for name in TEXT)
+    given = row.get("id")
+    if given is not None and not isinstance(given, (str, int)):
+        raise InputError(f"{path}: {where}: field 'id' must be text or an integer")
+    subset = row.get("subset", row.get("dataset"))
+    meta = {k: v for k, v in row.items() if k not in (*TEXT, "id", "subset", "dataset")}
+    return Example(
+        id=str(given) if given is not None else content_id(instruction, input, output),
+        instruction=instruction,
+        input=input,
+        output=output,
+        subset=None if subset is None else str(subset),
+        meta=meta,
+    )

@@ -1,0 +1,117 @@
+"""Builds the plugin manager and the registry of every role's plugins.
+
+Built-ins are plain modules listed in :data:`DEFAULT_PLUGINS`; third-party plugins are entry
+points of group ``dvbench``. Set ``DVBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load built-ins only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+
+import pluggy
+
+from dvbench.harness import hookspecs
+from dvbench.harness.config import Config
+from dvbench.harness.roles import ROLES, Plugin
+
+DEFAULT_PLUGINS = (
+    "dvbench.plugins.valuators.random",
+    "dvbench.plugins.valuators.file",
+    "dvbench.plugins.selectors.top_k",
+    "dvbench.plugins.selectors.random",
+)
+ENTRY_POINT_GROUP = "dvbench"
+DISABLE_AUTOLOAD = "DVBENCH_DISABLE_PLUGIN_AUTOLOAD"
+
+_HOOKS = {
+    "valuator": "dvbench_register_valuators",
+    "selector": "dvbench_register_selectors",
+    "trainer": "dvbench_register_trainers",
+    "evaluator": "dvbench_register_evaluators",
+}
+
+
+class PluginError(Exception):
+    """A plugin broke the contract: a duplicate name, a wrong type, a bad class attribute."""
+
+
+def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
+    """A fresh manager with the built-ins and, unless disabled, every ``dvbench`` entry point."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    for module in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module), name=module)
+    if autoload is None:
+        autoload = not os.environ.get(DISABLE_AUTOLOAD)
+    if autoload:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()
+    return pm
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered plugin class and where it came from."""
+
+    cls: type[Plugin]
+    source: str
+
+
+@dataclass
+class Registry:
+    """Every registered plugin class, by role and name."""
+
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {r: {} for r in ROLES})
+
+    def get(self, role: str, name: str) -> type[Plugin]:
+        try:
+            return self.entries[role][name].cls
+        except KeyError:
+            raise KeyError(f"unknown {role} {name!r}; available: {self.available(role)}") from None
+
+    def available(self, role: str) -> str:
+        return ", ".join(sorted(self.entries[role])) or "(none registered)"
+
+
+def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
+    """Call every register hook of every plugin; refuse duplicates and wrong types."""
+    pm = pm or get_plugin_manager()
+    sources = {plugin: f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
+    registry = Registry()
+    for role, hook_name in _HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            source = sources.get(impl.plugin, "built-in" if impl.plugin_name in DEFAULT_PLUGINS else impl.plugin_name)
+            origin = f"{impl.plugin_name} ({source})"
+
+            def register(cls, role=role, origin=origin, source=source):
+                check_plugin_class(cls, role, origin)
+                taken = registry.entries[role].get(cls.name)
+                if taken is not None:
+                    raise PluginError(
+                        f"{role} name {cls.name!r} registered twice: by {taken.source} "
+                        f"({taken.cls.__module__}.{taken.cls.__qualname__}) and by {origin} "
+                        f"({cls.__module__}.{cls.__qualname__})"
+                    )
+                registry.entries[role][cls.name] = Entry(cls, source)
+
+            impl.function(*[register for _ in impl.argnames])
+    return registry
+
+
+def check_plugin_class(cls: object, role: str, origin: str) -> None:
+    """Refuse a class that cannot fill ``role``; ``origin`` names the plugin in the error."""
+    base = ROLES[role]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"{origin} registered {cls!r} as a {role}, but it is not a {base.__name__} subclass")
+    name = getattr(cls, "name", None)
+    if not (isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum()):
+        raise PluginError(f"{origin}: {cls.__qualname__}.name must be a word such as 'my_valuator', not {name!r}")
+    if not isinstance(cls.version, str):
+        raise PluginError(f"{origin}: {cls.__qualname__}.version must be a string")
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, Config)):
+        raise PluginError(f"{origin}: {cls.__qualname__}.Config must subclass dvbench.harness.config.Config")
+    if getattr(cls, "__abstractmethods__", None):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise PluginError(f"{origin}: {cls.__qualname__} does not implement {missing}")

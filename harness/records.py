@@ -1,0 +1,153 @@
+"""The frozen records passed between roles: examples, tasks, scores, selections, models, results.
+
+Records are plain data. A role receives records and returns a record; the harness stores them.
+Arrays inside records are float64 and read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from dvbench.harness.progress import Progress
+
+
+def _frozen_array(values: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.array(values, dtype=np.float64)
+    if array.shape != shape:
+        raise ValueError(f"{what} has shape {array.shape}; expected {shape}")
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instruction example: ``(instruction, input) -> output`` with a stable id.
+
+    ``subset`` groups examples for per-subset results (AlpacaEval's ``dataset``);
+    ``meta`` carries any other columns (a baseline output, a planted-defect marker).
+    """
+
+    id: str
+    instruction: str
+    input: str = ""
+    output: str = ""
+    subset: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from: ``embedded``, a hub name, a local folder or a GGUF file."""
+
+    source: str
+    dtype: str = "float32"
+    threads: int | None = None
+    allow_download: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ValuationTask:
+    """What a valuator scores: every candidate against the anchor task set."""
+
+    candidates: tuple[Example, ...]
+    anchors: tuple[Example, ...]
+    model: ModelRef
+    seed: int = 0
+    progress: Progress = field(default_factory=Progress, compare=False)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One score per candidate (higher = more valuable), optionally per anchor (N x M).
+
+    ``valuator``, ``version`` and ``config`` record what produced the scores.
+    """
+
+    candidate_ids: tuple[str, ...]
+    values: np.ndarray
+    valuator: str
+    version: str
+    config: Mapping[str, Any]
+    per_anchor: np.ndarray | None = None
+    anchor_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        ids = tuple(self.candidate_ids)
+        object.__setattr__(self, "candidate_ids", ids)
+        values = _frozen_array(self.values, f"scores of {self.valuator}", (len(ids),))
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"scores of {self.valuator} repeat a candidate id")
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise ValueError(
+                f"{self.valuator} gave {bad.size} non-finite score(s); first: candidate "
+                f"{ids[bad[0]]!r} = {values[bad[0]]}"
+            )
+        if self.per_anchor is not None:
+            if self.anchor_ids is None:
+                raise ValueError(f"{self.valuator} gave a per-anchor matrix without anchor ids")
+            anchor_ids = tuple(self.anchor_ids)
+            object.__setattr__(self, "anchor_ids", anchor_ids)
+            matrix = _frozen_array(
+                self.per_anchor, f"per-anchor scores of {self.valuator}", (len(anchor_ids), len(ids))
+            )
+            if not np.isfinite(matrix).all():
+                raise ValueError(f"{self.valuator} gave non-finite per-anchor scores")
+            object.__setattr__(self, "per_anchor", matrix)
+
+    def ranking(self) -> np.ndarray:
+        """Candidate positions, best first; equal scores ordered by candidate id."""
+        return np.lexsort((np.array(self.candidate_ids), -self.values))
+
+    def top(self, count: int) -> tuple[str, ...]:
+        """The ids of the ``count`` best candidates, best first."""
+        return tuple(self.candidate_ids[i] for i in self.ranking()[:count])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Named training subsets chosen from one valuator's scores, each a tuple of candidate ids."""
+
+    subsets: Mapping[str, tuple[str, ...]]
+    selector: str
+    version: str
+    config: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        subsets = {name: tuple(ids) for name, ids in self.subsets.items()}
+        object.__setattr__(self, "subsets", MappingProxyType(subsets))
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fine-tuned model: its checkpoint, what it started from and what trained it."""
+
+    model: ModelRef
+    base: ModelRef
+    trainer: str
+    version: str
+    config: Mapping[str, Any]
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one model on an eval set, overall and per example subset."""
+
+    metrics: Mapping[str, float]
+    evaluator: str
+    version: str
+    config: Mapping[str, Any]
+    by_subset: Mapping[str, Mapping[str, float]] = field(default_factory=dict)

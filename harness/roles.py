@@ -1,0 +1,115 @@
+"""The four roles a plugin can fill. Subclass one, set ``name``, ``version`` and ``Config``,
+implement its one method, and register the class through the matching hook.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dvbench.harness.config import Config
+from dvbench.harness.records import (
+    EvalResult,
+    Example,
+    ModelRef,
+    Scores,
+    Selection,
+    TrainedModel,
+    ValuationTask,
+)
+
+
+class Plugin(abc.ABC):
+    """What every role shares: a registered name, a version, and a validated config."""
+
+    role: ClassVar[str]
+    name: ClassVar[str]
+    version: ClassVar[str] = "0.1.0"
+    Config: ClassVar[type[Config]] = Config
+
+    def __init__(self, config: Config | None = None):
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{self.name} takes a {self.Config.__qualname__}, not {config!r}")
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced an artifact: plugin name, version and config, as JSON-ready data."""
+        return {"plugin": self.name, "version": self.version, "config": self.config.model_dump(mode="json")}
+
+
+class Valuator(Plugin):
+    """Scores every candidate against the anchors; higher = more valuable."""
+
+    role = "valuator"
+
+    @abc.abstractmethod
+    def score(self, task: ValuationTask) -> Scores:
+        """Score ``task.candidates`` against ``task.anchors``; build the result with :meth:`scores`."""
+
+    def scores(
+        self,
+        task: ValuationTask,
+        values: Sequence[float] | np.ndarray,
+        per_anchor: np.ndarray | None = None,
+    ) -> Scores:
+        """Stamp raw values (in ``task.candidates`` order) as this valuator's :class:`Scores`."""
+        return Scores(
+            candidate_ids=tuple(c.id for c in task.candidates),
+            values=values,
+            valuator=self.name,
+            version=self.version,
+            config=self.provenance()["config"],
+            per_anchor=per_anchor,
+            anchor_ids=tuple(a.id for a in task.anchors) if per_anchor is not None else None,
+        )
+
+
+class Selector(Plugin):
+    """Turns one valuator's scores into named training subsets."""
+
+    role = "selector"
+
+    @abc.abstractmethod
+    def select(self, scores: Scores, *, reference: Scores, seed: int) -> Selection:
+        """Choose subsets from ``scores``; ``reference`` is the spec's reference valuator's
+        scores (``scores`` itself when none is set), for selectors that match its bins."""
+
+    def selection(self, subsets: Mapping[str, Sequence[str]]) -> Selection:
+        """Stamp named subsets of candidate ids as this selector's :class:`Selection`."""
+        return Selection(
+            subsets=subsets,
+            selector=self.name,
+            version=self.version,
+            config=self.provenance()["config"],
+        )
+
+
+class Trainer(Plugin):
+    """Fine-tunes a model on a subset of the candidates."""
+
+    role = "trainer"
+
+    @abc.abstractmethod
+    def train(self, model: ModelRef, examples: Sequence[Example]) -> TrainedModel:
+        """Fine-tune ``model`` on ``examples`` and return where the result lies."""
+
+
+class Evaluator(Plugin):
+    """Measures a model on an eval set."""
+
+    role = "evaluator"
+
+    @abc.abstractmethod
+    def evaluate(self, model: ModelRef, eval_set: Sequence[Example]) -> EvalResult:
+        """Evaluate ``model`` on ``eval_set``."""
+
+
+ROLES: dict[str, type[Plugin]] = {
+    "valuator": Valuator,
+    "selector": Selector,
+    "trainer": Trainer,
+    "evaluator": Evaluator,
+}

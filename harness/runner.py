@@ -1,0 +1,187 @@
+"""Runs a validated spec stage by stage: data, valuation, selection, leaderboard.
+
+Artifacts land under the output folder, each with a record of its producer:
+
+    scores/<label>.parquet             candidate_id, score
+    scores/<label>.per_anchor.parquet  candidate_id, one column per anchor id (when given)
+    selections/<selector>.parquet      valuator, subset, rank, candidate_id
+    leaderboard/<table>.{parquet,csv,md}
+    run.json                           resolved spec, versions, seed, timings per stage
+
+Scores whose record names the same producer (plugin, version, config, data, model, seed) are
+reused; any other scores file is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from dvbench.harness import __version__, leaderboard, report
+from dvbench.harness.artifacts import ArtifactStore, fingerprint, write_text_atomic
+from dvbench.harness.data.files import load_examples
+from dvbench.harness.data.generated import generate
+from dvbench.harness.progress import Progress
+from dvbench.harness.records import Example, Scores, Selection, ValuationTask
+from dvbench.harness.spec import Spec, Use
+
+
+@dataclass(frozen=True)
+class Data:
+    candidates: tuple[Example, ...]
+    anchors: tuple[Example, ...] = ()
+    eval: tuple[Example, ...] = ()
+
+
+@dataclass
+class RunResult:
+    """What a run produced, in memory, plus where it lies on disk."""
+
+    out: Path
+    scores: dict[str, Scores] = field(default_factory=dict)
+    selections: dict[str, dict[str, Selection]] = field(default_factory=dict)
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_data(spec: Spec) -> Data:
+    """The spec's candidates, anchors and eval set."""
+    section = spec.settings.data
+    if section.generated is not None:
+        g = section.generated
+        splits = generate(g.candidates, g.anchors, g.eval, defect_fraction=g.defect_fraction,
+                          families=tuple(g.families), seed=spec.settings.seed if g.seed is None else g.seed)
+        return Data(**splits)
+    return Data(
+        candidates=load_examples(section.candidates.path),
+        anchors=load_examples(section.anchors.path) if section.anchors else (),
+        eval=load_examples(section.eval.path, require_output=False) if section.eval else (),
+    )
+
+
+class Runner:
+    """Runs one spec into one output folder; ``log`` receives one-line notices."""
+
+    def __init__(self, spec: Spec, out: Path | None = None, progress: Progress | None = None, log=print):
+        self.spec = spec
+        self.out = Path(out or spec.settings.output_dir or Path("runs") / spec.name)
+        self.store = ArtifactStore(self.out)
+        self.progress = progress or Progress()
+        self.log = log
+
+    def run(self) -> RunResult:
+        result = RunResult(self.out)
+        started = time.time()
+        with self._stage(result, "data"):
+            data = load_data(self.spec)
+        with self._stage(result, "valuation"):
+            for use in self.spec.valuators.values():
+                result.scores[use.label] = self._scores(use, data)
+        with self._stage(result, "selection"):
+            for use in self.spec.selectors.values():
+                result.selections[use.label] = self._select(use, result.scores)
+        with self._stage(result, "leaderboard"):
+            result.tables = self._leaderboard(result.scores)
+        self._write_run_json(result, started)
+        return result
+
+    @contextmanager
+    def _stage(self, result: RunResult, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        result.timings[name] = round(time.perf_counter() - start, 3)
+
+    def _scores(self, use: Use, data: Data) -> Scores:
+        valuator = use.plugin
+        producer = {
+            **valuator.provenance(),
+            "candidates": fingerprint(data.candidates),
+            "anchors": fingerprint(data.anchors),
+            "model": asdict(self.spec.settings.model.ref()),
+            "seed": self.spec.settings.seed,
+        }
+        name = f"scores/{use.label}"
+        files, why = self.store.find(name, producer)
+        if files is not None:
+            self.log(f"scores/{use.label}: reusing saved scores ({why})")
+            return _read_scores(files, valuator.provenance())
+        if why != "not computed yet":
+            self.log(f"scores/{use.label}: recomputing, {why}")
+        task = ValuationTask(data.candidates, data.anchors, self.spec.settings.model.ref(),
+                             self.spec.settings.seed, self.progress)
+        scores = valuator.score(task)
+        if scores.candidate_ids != tuple(c.id for c in data.candidates):
+            raise RuntimeError(f"valuator {use.label!r} ({valuator.name}) returned scores for another pool")
+        writers = {".parquet": pl.DataFrame({"candidate_id": scores.candidate_ids,
+                                             "score": scores.values}).write_parquet}
+        if scores.per_anchor is not None:
+            matrix = pl.DataFrame({"candidate_id": scores.candidate_ids,
+                                   **dict(zip(scores.anchor_ids, scores.per_anchor))})
+            writers[".per_anchor.parquet"] = matrix.write_parquet
+        self.store.save(name, producer, writers)
+        return scores
+
+    def _select(self, use: Use, scores: dict[str, Scores]) -> dict[str, Selection]:
+        reference = scores[use.reference] if use.reference else None
+        seed = self.spec.settings.seed
+        chosen = {label: use.plugin.select(s, reference=reference or s, seed=seed) for label, s in scores.items()}
+        rows = [{"valuator": label, "subset": subset, "rank": rank, "candidate_id": cid}
+                for label, selection in chosen.items()
+                for subset, ids in selection.subsets.items()
+                for rank, cid in enumerate(ids)]
+        frame = pl.DataFrame(rows, schema={"valuator": pl.String, "subset": pl.String,
+                                           "rank": pl.Int64, "candidate_id": pl.String})
+        producer = {**use.plugin.provenance(), "reference": use.reference, "seed": seed,
+                    "scores": {label: self.store.producer(f"scores/{label}") for label in scores}}
+        self.store.save(f"selections/{use.label}", producer, {".parquet": frame.write_parquet})
+        return chosen
+
+    def _leaderboard(self, scores: dict[str, Scores]) -> dict[str, pl.DataFrame]:
+        frame = leaderboard.scores_frame(scores)
+        tables = {
+            "spearman": leaderboard.spearman(frame),
+            "overlap": leaderboard.overlap(frame, self.spec.settings.leaderboard.overlap_fractions),
+        }
+        producer = {"scores": {label: self.store.producer(f"scores/{label}") for label in scores},
+                    "leaderboard": self.spec.settings.leaderboard.model_dump(mode="json")}
+        for table, data in tables.items():
+            self.store.save(f"leaderboard/{table}", producer, {
+                ".parquet": data.write_parquet,
+                ".csv": data.write_csv,
+                ".md": lambda tmp, data=data: tmp.write_text(report.markdown(data), encoding="utf-8"),
+            })
+        return tables
+
+    def _write_run_json(self, result: RunResult, started: float) -> None:
+        plugins = {f"{kind}.{u.label}": {"plugin": u.plugin.name, "version": u.plugin.version,
+                                         "class": f"{type(u.plugin).__module__}.{type(u.plugin).__qualname__}"}
+                   for kind, uses in (("valuators", self.spec.valuators), ("selection", self.spec.selectors))
+                   for u in uses.values()}
+        record = {
+            "spec_file": str(self.spec.source),
+            "spec": self.spec.resolved(),
+            "seed": self.spec.settings.seed,
+            "dvbench": __version__,
+            "python": platform.python_version(),
+            "plugins": plugins,
+            "timings_s": result.timings,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        }
+        write_text_atomic(self.out / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def _read_scores(files: dict[str, Path], provenance: dict) -> Scores:
+    frame = pl.read_parquet(files[".parquet"])
+    per_anchor, anchor_ids = None, None
+    if ".per_anchor.parquet" in files:
+        matrix = pl.read_parquet(files[".per_anchor.parquet"]).drop("candidate_id")
+        anchor_ids, per_anchor = tuple(matrix.columns), matrix.to_numpy().T
+    return Scores(tuple(frame["candidate_id"].to_list()), frame["score"].to_numpy(), provenance["plugin"],
+                  provenance["version"], provenance["config"], per_anchor, anchor_ids)

@@ -1,0 +1,216 @@
+"""YAML spec -> validated :class:`Spec`, before any model loads.
+
+Every problem in a spec is collected into one :class:`ConfigError` naming the file, the YAML
+path (``valuators.icp.batch_size``), its line, what was given and what is allowed. Plugin
+configs are validated by each plugin's own ``Config``; plugins never see YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from dvbench.harness.config import Config, ConfigError, ExistingPath, Problem, SpecPath, validate
+from dvbench.harness.data.generated import FAMILIES
+from dvbench.harness.plugins import Registry, load_registry
+from dvbench.harness.records import ModelRef
+from dvbench.harness.roles import Plugin
+
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+LABEL_HELP = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+class ModelSection(Config):
+    name: str = Field("embedded", description="'embedded', a hub name, a local folder or a .gguf file.")
+    dtype: Literal["float32", "float64", "bfloat16", "float16"] = Field(
+        "float32", description="Weights' dtype; log-softmax is float32 or better whatever this is."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; torch's default when unset.")
+    allow_download: bool = Field(False, description="Allow hub downloads (off: offline).")
+    trust_remote_code: bool = Field(False, description="Run a hub model's own code (off unless you trust it).")
+
+    def ref(self) -> ModelRef:
+        return ModelRef(self.name, self.dtype, self.threads, self.allow_download, self.trust_remote_code)
+
+
+class FileSource(Config):
+    path: ExistingPath = Field(description="A .json or .jsonl file of Alpaca-style rows.")
+
+
+class GeneratedSource(Config):
+    candidates: int = Field(300, ge=1, description="Candidates to generate.")
+    anchors: int = Field(16, ge=0, description="Anchor tasks to generate.")
+    eval: int = Field(32, ge=0, description="Eval prompts to generate.")
+    defect_fraction: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of candidates with a planted defect.")
+    families: list[Literal[tuple(FAMILIES)]] = Field(  # type: ignore[valid-type]
+        list(FAMILIES), min_length=1, description="Task families to draw from."
+    )
+    seed: int | None = Field(None, ge=0, description="Generator seed; the spec's seed when unset.")
+
+
+class DataSection(Config):
+    generated: GeneratedSource | None = Field(None, description="Use dvbench's generated dataset for every split.")
+    candidates: FileSource | None = Field(None, description="The pool to value.")
+    anchors: FileSource | None = Field(None, description="The task set the value is measured against.")
+    eval: FileSource | None = Field(None, description="Prompts for evaluating fine-tuned models.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        files = [name for name in ("candidates", "anchors", "eval") if getattr(self, name) is not None]
+        if self.generated is not None and files:
+            raise ValueError(f"give either 'generated' or data files, not both (found generated and {files[0]})")
+        if self.generated is None and self.candidates is None:
+            raise ValueError("give 'generated' or a 'candidates' file")
+        return self
+
+
+class LeaderboardSection(Config):
+    overlap_fractions: list[float] = Field(
+        [0.05, 0.1, 0.2, 0.5], min_length=1, description="Fractions q for the top-q overlap table."
+    )
+
+    @field_validator("overlap_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        for q in value:
+            if not 0.0 < q <= 1.0:
+                raise ValueError(f"each fraction must lie in (0, 1], got {q}")
+        return value
+
+
+class SpecModel(Config):
+    name: str = Field(description="The comparison's name; the default output folder is runs/<name>.")
+    description: str = Field("", description="Free text, for people.")
+    seed: int = Field(0, ge=0, description="Seed of every seeded step that sets none of its own.")
+    model: ModelSection = Field(ModelSection(), description="The model every role starts from.")
+    data: DataSection = Field(description="Candidates, anchors and eval set.")
+    valuators: dict[str, dict[str, Any]] = Field(min_length=1, description="label -> {use: valuator, ...config}.")
+    selection: dict[str, dict[str, Any]] = Field({}, description="label -> {use: selector, reference?, ...config}.")
+    leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")
+    output_dir: SpecPath | None = Field(None, description="Where artifacts go (default runs/<name>); --out overrides.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not LABEL.match(value):
+            raise ValueError(f"a name is {LABEL_HELP}")
+        return value
+
+
+@dataclass(frozen=True)
+class Use:
+    """One spec entry: a label bound to a configured plugin (and, for selectors, a reference)."""
+
+    label: str
+    plugin: Plugin
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: the settings, and every plugin instantiated with its config."""
+
+    source: Path
+    settings: SpecModel
+    valuators: dict[str, Use]
+    selectors: dict[str, Use]
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default filled in, as JSON-ready data."""
+        data = self.settings.model_dump(mode="json")
+        data["valuators"] = {u.label: {"use": u.plugin.name, **u.plugin.provenance()["config"]}
+                             for u in self.valuators.values()}
+        data["selection"] = {u.label: {"use": u.plugin.name, "reference": u.reference,
+                                       **u.plugin.provenance()["config"]} for u in self.selectors.values()}
+        return data
+
+
+def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
+    """Read and validate a spec file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [Problem((), "no such spec file")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [Problem((), "not UTF-8 text; save the spec as UTF-8")]) from None
+    try:
+        data = yaml.safe_load(text)
+        lines = _lines(yaml.compose(text))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [Problem((), f"not valid YAML: {where}{getattr(error, 'problem', error)}")]) from None
+    return parse_spec(data, source=path, registry=registry, lines=lines)
+
+
+def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lines: dict | None = None) -> Spec:
+    """Validate already-parsed spec data (``source`` names it in errors and anchors its paths)."""
+    if not isinstance(data, dict):
+        problem = Problem((), f"expected a mapping of keys ({', '.join(SpecModel.model_fields)}), "
+                              f"found {type(data).__name__}")
+        raise ConfigError(str(source), [problem])
+    registry = registry or load_registry()
+    settings, problems = validate(SpecModel, data, base_dir=source.parent)
+    valuators = _uses(data.get("valuators"), "valuators", "valuator", registry, problems, source)
+    selectors = _uses(data.get("selection"), "selection", "selector", registry, problems, source)
+    for use in selectors.values():
+        if use.reference is not None and use.reference not in valuators:
+            problems.append(Problem(("selection", use.label, "reference"),
+                                    f"unknown valuator label {use.reference!r}; labels: {', '.join(valuators)}"))
+    if problems:
+        raise ConfigError(str(source), problems, lines)
+    return Spec(source=source, settings=settings, valuators=valuators, selectors=selectors)
+
+
+def _uses(entries: Any, section: str, role: str, registry: Registry, problems: list, source: Path) -> dict[str, Use]:
+    """Instantiate each ``label: {use: name, ...}`` entry; record problems instead of raising."""
+    uses: dict[str, Use] = {}
+    if not isinstance(entries, dict):
+        return uses  # the section's own type error is already reported
+    for label, entry in entries.items():
+        path = (section, label)
+        if not isinstance(label, str) or not LABEL.match(label):
+            problems.append(Problem(path, f"a label is {LABEL_HELP}"))
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("use"), str):
+            problems.append(Problem(path, f"expected a mapping with 'use: <{role} name>'; "
+                                          f"available: {registry.available(role)}"))
+            continue
+        config = {k: v for k, v in entry.items() if k not in ("use", "reference")}
+        reference = entry.get("reference") if section == "selection" else None
+        if "reference" in entry and section != "selection":
+            config["reference"] = entry["reference"]
+        if entry["use"] not in registry.entries[role]:
+            problems.append(Problem(path + ("use",), f"unknown {role} {entry['use']!r}; "
+                                                     f"available: {registry.available(role)}"))
+            continue
+        cls = registry.get(role, entry["use"])
+        instance, found = validate(cls.Config, config, path, base_dir=source.parent)
+        problems.extend(found)
+        if instance is not None:
+            uses[label] = Use(label, cls(instance), reference)
+    return uses
+
+
+def _lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
+    """The 1-based line of every key and item in a composed YAML document, by path."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines[path + (key.value,)] = key.start_mark.line + 1
+            lines.update(_lines(value, path + (key.value,)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value in enumerate(node.value):
+            lines[path + (index,)] = value.start_mark.line + 1
+            lines.update(_lines(value, path + (index,)))
+    return lines

@@ -1,0 +1,65 @@
+"""Contract checks for plugin authors: call these from your plugin's own tests.
+
+    from dvbench.harness.testing import check_valuator
+    def test_contract():
+        check_valuator(MyValuator)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dvbench.harness.config import Config
+from dvbench.harness.data.generated import generate
+from dvbench.harness.plugins import check_plugin_class
+from dvbench.harness.records import ModelRef, Scores, Selection, ValuationTask
+from dvbench.harness.roles import Plugin, Selector, Valuator
+
+
+def tiny_task(candidates: int = 24, anchors: int = 4, seed: int = 0) -> ValuationTask:
+    """A small valuation task on dvbench's generated data, with the embedded model named."""
+    data = generate(candidates, anchors, 0, seed=seed)
+    return ValuationTask(data["candidates"], data["anchors"], ModelRef("embedded"), seed)
+
+
+def _instance(cls: type[Plugin], role: str, config: Config | None) -> Plugin:
+    check_plugin_class(cls, role, f"{cls.__module__}.{cls.__qualname__}")
+    return cls(config)
+
+
+def check_valuator(cls: type[Valuator], config: Config | None = None, task: ValuationTask | None = None) -> Scores:
+    """Assert that ``cls`` fills the valuator contract on ``task`` (default :func:`tiny_task`).
+
+    Checks the class attributes, that scores cover every candidate in order, are stamped with
+    the valuator's name, version and config, have a per-anchor matrix of the right shape if any,
+    and are identical when computed twice. Returns the scores for further checks.
+    """
+    task = task or tiny_task()
+    valuator = _instance(cls, "valuator", config)
+    scores = valuator.score(task)
+    assert isinstance(scores, Scores), f"{cls.name}.score returned {type(scores).__name__}, not Scores"
+    assert scores.candidate_ids == tuple(c.id for c in task.candidates), "scores must follow the candidates' order"
+    assert (scores.valuator, scores.version) == (cls.name, cls.version), "build Scores with self.scores(...)"
+    assert dict(scores.config) == valuator.provenance()["config"], "scores must record the valuator's config"
+    if scores.per_anchor is not None:
+        assert scores.anchor_ids == tuple(a.id for a in task.anchors), "per-anchor rows must follow the anchors"
+    again = valuator.score(task)
+    assert np.array_equal(scores.values, again.values), f"{cls.name} is not deterministic on the same task"
+    return scores
+
+
+def check_selector(cls: type[Selector], config: Config | None = None, scores: Scores | None = None) -> Selection:
+    """Assert that ``cls`` fills the selector contract: subsets of known ids, no repeats, repeatable."""
+    if scores is None:
+        task = tiny_task()
+        values = np.random.default_rng(0).random(len(task.candidates))
+        scores = Scores(tuple(c.id for c in task.candidates), values, "check", "0", {})
+    selector = _instance(cls, "selector", config)
+    selection = selector.select(scores, reference=scores, seed=0)
+    assert isinstance(selection, Selection), f"{cls.name}.select returned {type(selection).__name__}"
+    pool = set(scores.candidate_ids)
+    for name, ids in selection.subsets.items():
+        assert set(ids) <= pool, f"subset {name!r} holds ids outside the pool"
+        assert len(set(ids)) == len(ids), f"subset {name!r} repeats a candidate"
+    assert selector.select(scores, reference=scores, seed=0) == selection, f"{cls.name} is not deterministic"
+    return selection

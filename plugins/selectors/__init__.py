@@ -1,0 +1,1 @@
+"""Built-in selectors: each turns scores into named training subsets."""

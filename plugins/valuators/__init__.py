@@ -1,0 +1,1 @@
+"""Built-in valuators: each scores every candidate against the anchor task set."""
