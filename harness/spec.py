@@ -89,10 +89,17 @@ class SpecModel(Config):
     seed: int = Field(0, ge=0, description="Seed of every seeded step that sets none of its own.")
     model: ModelSection = Field(ModelSection(), description="The model every role starts from.")
     data: DataSection = Field(description="Candidates, anchors and eval set.")
-    valuators: dict[str, dict[str, Any]] = Field(min_length=1, description="label -> {use: valuator, ...config}.")
+    valuators: dict[str, dict[str, Any]] = Field(description="label -> {use: valuator, ...config}.")
     selection: dict[str, dict[str, Any]] = Field({}, description="label -> {use: selector, reference?, ...config}.")
     leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")
     output_dir: SpecPath | None = Field(None, description="Where artifacts go (default runs/<name>); --out overrides.")
+
+    @field_validator("valuators")
+    @classmethod
+    def _some_valuator(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("declare at least one valuator, as 'label: {use: random}'")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,102 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from dvbench.harness.config import InputError
+from dvbench.harness.data.files import content_id, load_examples
+from dvbench.harness.data.generated import FACTS, FAMILIES, generate
+
+SHARED = Path(__file__).parents[2].parent / "shared" / "data"
+
+
+def _jsonl(tmp_path, rows, name="d.jsonl"):
+    path = tmp_path / name
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_rows_become_examples_with_stable_ids(tmp_path):
+    path = _jsonl(tmp_path, [
+        {"id": 7, "instruction": "Add.", "input": "1 2", "output": "3", "dataset": "math", "extra": 1},
+        {"instruction": "Say hi.", "output": "hi"},
+    ])
+    given, derived = load_examples(path)
+    assert (given.id, given.subset, dict(given.meta)) == ("7", "math", {"extra": 1})
+    assert derived.id == content_id("Say hi.", "", "hi") and derived.input == "" and derived.subset is None
+    (tmp_path / "d.json").write_text(json.dumps([{"instruction": "Say hi.", "output": "hi"}]))
+    assert load_examples(tmp_path / "d.json")[0].id == derived.id
+
+
+@pytest.mark.parametrize("rows, message", [
+    (['{"instruction": "a", "output": "b"}', "{broken"], "line 2: not valid JSON"),
+    ([{"instruction": "a"}], "line 1: field 'output' is missing or empty"),
+    ([{"instruction": "a", "output": "  "}], "line 1: field 'output' is missing or empty"),
+    ([{"output": "b"}], "line 1: field 'instruction' is missing or empty"),
+    ([{"instruction": "a", "output": 3}], "line 1: field 'output' must be text, found int"),
+    ([["a", "b"]], "line 1: expected an object, found list"),
+    ([{"id": "x", "instruction": "a", "output": "b"}, "", {"id": "x", "instruction": "c", "output": "d"}],
+     "line 3 repeats id 'x' of line 1"),
+])
+def test_bad_rows_name_the_file_line_and_field(tmp_path, rows, message):
+    path = _jsonl(tmp_path, rows)
+    with pytest.raises(InputError) as error:
+        load_examples(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_bad_files(tmp_path):
+    (tmp_path / "x.jsonl").write_bytes(b'{"instruction": "\xff"}\n')
+    (tmp_path / "x.json").write_text('{"not": "a list"}')
+    for name, message in [("missing.jsonl", "no such file"), ("x.jsonl", "not UTF-8 text (byte 17)"),
+                          ("x.json", "expected a JSON list of objects, found dict")]:
+        with pytest.raises(InputError) as error:
+            load_examples(tmp_path / name)
+        assert str(error.value).startswith(str(tmp_path / name)) and message in str(error.value)
+    (tmp_path / "x.txt").write_text("a")
+    with pytest.raises(InputError, match=r"unknown data format '.txt'; use .json or .jsonl"):
+        load_examples(tmp_path / "x.txt")
+
+
+def test_eval_prompts_may_lack_outputs(tmp_path):
+    path = _jsonl(tmp_path, [{"instruction": "Write a poem.", "baseline_output": "roses"}])
+    (example,) = load_examples(path, require_output=False)
+    assert example.output == "" and example.meta["baseline_output"] == "roses"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared real data is not beside this checkout")
+def test_real_alpaca_files_load():
+    anchors = load_examples(SHARED / "alpaca_gpt4/kmeans100_anchors.jsonl")
+    assert len(anchors) == 100 and all(a.instruction and a.output for a in anchors)
+    koala = load_examples(SHARED / "alpaca_eval/koala.jsonl", require_output=False)
+    assert len(koala) == 156 and {e.subset for e in koala} == {"koala"}
+
+
+def test_generated_data_is_deterministic_disjoint_and_marks_defects():
+    one, two = generate(300, 20, 40, defect_fraction=0.2, seed=1), generate(300, 20, 40, defect_fraction=0.2, seed=1)
+    assert one == two and [e.meta for e in one["candidates"]] == [e.meta for e in two["candidates"]]
+    assert generate(300, 20, 40, seed=2)["candidates"] != one["candidates"]
+    questions = {split: {(e.instruction, e.input) for e in examples} for split, examples in one.items()}
+    assert not (questions["candidates"] & questions["anchors"]) and not (questions["candidates"] & questions["eval"])
+    assert not (questions["anchors"] & questions["eval"])
+    defects = [e.meta["defect"] for e in one["candidates"] if e.meta["defect"]]
+    assert 50 <= len(defects) <= 60 and set(defects) == {"wrong_answer", "other_answer", "truncated"}
+    assert {e.subset for e in one["candidates"]} == set(FAMILIES)
+
+
+def test_generated_answers_are_right():
+    clean = [e for e in generate(120, 0, 0, defect_fraction=0.0, seed=3)["candidates"]]
+    for e in clean:
+        if e.subset == "arithmetic":
+            left, result = e.output.rstrip(".").split(" = ")
+            assert eval(left) == int(result)  # noqa: S307 - our own generated arithmetic
+        elif e.subset == "sorting":
+            numbers = [int(n) for n in e.input.split(", ")]
+            assert [int(n) for n in e.output.split(", ")] == sorted(numbers, reverse="descending" in e.instruction)
+        elif e.subset == "facts":
+            assert (e.instruction, e.output) in FACTS
+
+
+def test_generator_says_when_a_family_runs_out():
+    with pytest.raises(InputError, match="family 'facts' ran out of distinct questions after 80"):
+        generate(81, 0, 0, families=("facts",))

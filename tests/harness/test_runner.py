@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dvbench.harness.data.generated import generate
+from dvbench.harness.runner import Runner
+from dvbench.harness.spec import load_spec
+
+SPEC = """\
+name: three
+seed: 5
+data:
+  generated: {candidates: 120, anchors: 4, eval: 0}
+valuators:
+  rand-1: {use: random, seed: 1}
+  rand-2: {use: random, seed: 2}
+  from-file: {use: file, path: scores.csv}
+selection:
+  top: {use: top_k, k: 10}
+leaderboard:
+  overlap_fractions: [0.1, 0.25]
+"""
+
+
+@pytest.fixture
+def spec_path(tmp_path):
+    ids = [c.id for c in generate(120, 4, 0, seed=5)["candidates"]]
+    rng = np.random.default_rng(99)
+    # Reversed file order and rounded scores: ids must be matched, and ties ordered by id.
+    pl.DataFrame({"candidate_id": ids[::-1], "score": rng.integers(0, 20, len(ids)).astype(float)}).write_csv(
+        tmp_path / "scores.csv")
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    return tmp_path / "spec.yaml"
+
+
+def _naive_spearman(x, y):
+    ranks = [np.argsort(np.argsort(v, kind="stable")).astype(float) for v in (x, y)]
+    for r, v in zip(ranks, (x, y)):  # average ranks of ties
+        for value in set(v.tolist()):
+            r[v == value] = r[v == value].mean()
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _naive_top(ids, scores, k):
+    return [i for _, i in sorted(zip(-scores, ids))][:k]
+
+
+def test_run_writes_scores_and_a_leaderboard_we_recompute(spec_path, tmp_path):
+    out = tmp_path / "out"
+    Runner(load_spec(spec_path), out, log=lambda line: None).run()
+    frames = {label: pl.read_parquet(out / f"scores/{label}.parquet") for label in ("rand-1", "rand-2", "from-file")}
+    ids = frames["rand-1"]["candidate_id"].to_list()
+    assert all(f["candidate_id"].to_list() == ids for f in frames.values())
+    assert frames["rand-1"]["score"].to_list() == np.random.default_rng(1).random(120).tolist()
+    given = pl.read_csv(tmp_path / "scores.csv", schema_overrides={"candidate_id": pl.String})
+    by_id = dict(zip(given["candidate_id"], given["score"]))
+    assert frames["from-file"]["score"].to_list() == [by_id[i] for i in ids]
+
+    spearman = pl.read_parquet(out / "leaderboard/spearman.parquet")
+    overlap = pl.read_parquet(out / "leaderboard/overlap.parquet")
+    assert spearman.height == 3 and overlap.height == 6
+    values = {label: f["score"].to_numpy() for label, f in frames.items()}
+    for row in spearman.iter_rows(named=True):
+        assert row["rho"] == pytest.approx(_naive_spearman(values[row["a"]], values[row["b"]]), abs=1e-12)
+        assert 0.0 <= row["p_value"] <= 1.0
+    for row in overlap.iter_rows(named=True):
+        k = round(row["q"] * 120)
+        a, b = (set(_naive_top(ids, values[row[s]], k)) for s in ("a", "b"))
+        assert (row["k"], row["overlap"]) == (k, len(a & b) / k)
+    assert (out / "leaderboard/overlap.csv").exists()
+    assert (out / "leaderboard/spearman.md").read_text().startswith("| a | b | rho |")
+
+    top = pl.read_parquet(out / "selections/top.parquet").filter(pl.col("valuator") == "from-file")
+    assert top["candidate_id"].to_list() == _naive_top(ids, values["from-file"], 10)
+
+    record = json.loads((out / "run.json").read_text())
+    assert record["seed"] == 5 and record["spec"]["valuators"]["rand-2"] == {"use": "random", "seed": 2}
+    assert set(record["timings_s"]) == {"data", "valuation", "selection", "leaderboard"}
+    assert record["plugins"]["valuators.from-file"]["plugin"] == "file"
+
+
+def test_saved_scores_are_reused_only_under_the_same_producer(spec_path, tmp_path):
+    out, notes = tmp_path / "out", []
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    first = (out / "scores/rand-1.parquet").read_bytes()
+
+    notes.clear()
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    assert sum("reusing saved scores" in n for n in notes) == 3
+
+    spec_path.write_text(SPEC.replace("seed: 1}", "seed: 7}"))
+    notes.clear()
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    assert any("rand-1: recomputing, produced under other settings (config.seed: 1 -> 7)" in n for n in notes)
+    assert (out / "scores/rand-1.parquet").read_bytes() != first
+    assert sum("reusing" in n for n in notes) == 2
+
+
+def test_a_changed_or_half_written_file_is_recomputed(spec_path, tmp_path):
+    out, notes = tmp_path / "out", []
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    good = (out / "scores/rand-2.parquet").read_bytes()
+    (out / "scores/rand-2.parquet").write_bytes(good[: len(good) // 2])
+    notes.clear()
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    assert any("rand-2: recomputing, rand-2.parquet is missing or changed" in n for n in notes)
+    assert (out / "scores/rand-2.parquet").read_bytes() == good
+
+
+def test_data_change_invalidates_scores(spec_path, tmp_path):
+    out, notes = tmp_path / "out", []
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    spec_path.write_text(SPEC.replace("candidates: 120", "candidates: 100"))
+    notes.clear()
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    recomputed = [n for n in notes if "recomputing, produced under other settings (candidates:" in n]
+    assert len(recomputed) == 3 and pl.read_parquet(out / "scores/from-file.parquet").height == 100
+
+
+def test_same_spec_and_seed_give_identical_artifacts(spec_path, tmp_path):
+    for name in ("a", "b"):
+        Runner(load_spec(spec_path), tmp_path / name, log=lambda line: None).run()
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) > 10
+    for rel in files:
+        if rel.name != "run.json":
+            assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

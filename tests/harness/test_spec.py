@@ -1,0 +1,101 @@
+import subprocess
+import sys
+
+import pytest
+
+from dvbench.harness.config import ConfigError
+from dvbench.harness.spec import load_spec
+
+GOOD = """\
+name: demo
+seed: 3
+data:
+  generated: {candidates: 50, anchors: 4, eval: 4}
+valuators:
+  rand: {use: random, seed: 1}
+selection:
+  top: {use: top_k, k: 0.2, reference: rand}
+"""
+
+
+def _spec(tmp_path, text):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def _error(tmp_path, text) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_spec(_spec(tmp_path, text))
+    return str(error.value)
+
+
+def test_good_spec_fills_defaults(tmp_path):
+    spec = load_spec(_spec(tmp_path, GOOD))
+    assert spec.name == "demo" and spec.settings.seed == 3
+    assert spec.valuators["rand"].plugin.config.seed == 1
+    assert spec.selectors["top"].reference == "rand"
+    resolved = spec.resolved()
+    assert resolved["model"]["name"] == "embedded"
+    assert resolved["valuators"]["rand"] == {"use": "random", "seed": 1}
+
+
+def test_typo_in_a_key_names_the_path_line_and_allowed_keys(tmp_path):
+    message = _error(tmp_path, GOOD.replace("seed: 3", "sede: 3"))
+    assert "spec.yaml: 1 problem" in message
+    assert "sede (line 2): unknown key 'sede'; allowed: name, description, seed" in message
+
+
+def test_wrong_type_in_plugin_config(tmp_path):
+    message = _error(tmp_path, GOOD.replace("seed: 1}", "seed: one}"))
+    assert "valuators.rand.seed (line 6)" in message
+    assert "got 'one' (str)" in message and "integer" in message
+
+
+def test_unknown_plugin_lists_the_available(tmp_path):
+    message = _error(tmp_path, GOOD.replace("use: random", "use: randm"))
+    assert "valuators.rand.use (line 6): unknown valuator 'randm'; available: file, random" in message
+
+
+def test_out_of_range_values(tmp_path):
+    message = _error(tmp_path, GOOD.replace("k: 0.2", "k: 1.5").replace("seed: 3", "seed: -1"))
+    assert "2 problems" in message
+    assert "seed (line 2): expected greater than or equal to 0; got -1 (int)" in message
+    assert "selection.top.k (line 8): a fraction must lie in (0, 1]" in message
+
+
+def test_unknown_key_inside_a_plugin_config(tmp_path):
+    message = _error(tmp_path, GOOD.replace("k: 0.2", "kk: 0.2"))
+    assert "selection.top.kk (line 8): unknown key 'kk'; allowed: k" in message
+    assert "selection.top.k (line 8): missing; this key is required" in message
+
+
+def test_missing_file_and_unknown_reference(tmp_path):
+    text = GOOD.replace("generated: {candidates: 50, anchors: 4, eval: 4}", "candidates: {path: nope.jsonl}")
+    message = _error(tmp_path, text.replace("reference: rand", "reference: icp"))
+    assert f"data.candidates.path (line 4): no such file: {tmp_path / 'nope.jsonl'}" in message
+    assert "selection.top.reference (line 8): unknown valuator label 'icp'; labels: rand" in message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: [unclosed\n", "not valid YAML: line 2, column 1"),
+    ("- a\n- b\n", "expected a mapping of keys (name, description, seed"),
+    ("name: x\ndata: {generated: {}}\nvaluators: {}\n", "valuators (line 3): declare at least one valuator"),
+    ("name: bad/name\ndata: {generated: {}}\nvaluators: {r: {use: random}}\n", "name (line 1): a name is letters"),
+    ("name: x\ndata: {}\nvaluators: {r: {use: random}}\n", "data (line 2): give 'generated' or a 'candidates' file"),
+    ("name: x\ndata: {generated: {}}\nvaluators: {r: random}\n", "valuators.r (line 3): expected a mapping with 'use:"),
+    ("name: x\ndata: {generated: {}}\nvaluators: {../x: {use: random}}\n", "valuators.../x (line 3): a label is"),
+])
+def test_malformed_specs(tmp_path, text, expected):
+    assert expected in _error(tmp_path, text)
+
+
+def test_check_command_exits_nonzero_with_the_path(tmp_path):
+    path = _spec(tmp_path, GOOD.replace("seed: 1}", "seed: one}"))
+    result = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "check", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "valuators.rand.seed" in result.stderr
+    ok = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "check", str(_spec(tmp_path, GOOD))],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "ok" in ok.stdout

@@ -1,0 +1,59 @@
+"""Docs are tested: every hook, spec key and built-in plugin option is documented."""
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from dvbench.harness import hookspecs
+from dvbench.harness.plugins import get_plugin_manager, load_registry
+from dvbench.harness.spec import SpecModel
+
+ROOT = Path(__file__).parents[1]
+BUILTINS = load_registry(get_plugin_manager(autoload=False))
+SPECS_README = (ROOT / "specs" / "README.md").read_text()
+CONTRIBUTING = (ROOT / "CONTRIBUTING.md").read_text()
+
+
+def _nested(annotation):
+    options = (annotation, *getattr(annotation, "__args__", ()))
+    return next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        nested = _nested(field.annotation)
+        if nested is not None:
+            keys.extend(_keys(nested, f"{prefix}{name}."))
+    return keys
+
+
+@pytest.mark.parametrize("key", _keys(SpecModel))
+def test_every_spec_key_is_documented(key):
+    assert f"`{key}`" in SPECS_README, f"specs/README.md does not document `{key}`"
+
+
+def _plugin_section(role: str, name: str) -> str:
+    match = re.search(rf"^#+ `{name}` \({role}\)\n(.*?)(?=^#|\Z)", SPECS_README, re.M | re.S)
+    assert match, f"specs/README.md has no heading '### `{name}` ({role})'"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("role, name", [(role, name) for role, entries in BUILTINS.entries.items()
+                                        for name in entries])
+def test_every_builtin_plugin_option_is_documented_and_has_help(role, name):
+    cls = BUILTINS.get(role, name)
+    section = _plugin_section(role, name)
+    for key, field in cls.Config.model_fields.items():
+        assert field.description, f"{name}.Config.{key} has no help text"
+        assert f"`{key}`" in section, f"specs/README.md does not document {role} {name!r} option `{key}`"
+
+
+@pytest.mark.parametrize("hook", [h for h in dir(hookspecs) if h.startswith("dvbench_")])
+def test_every_hook_is_documented_with_its_signature(hook):
+    params = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
+    assert f"{hook}({params})" in CONTRIBUTING
