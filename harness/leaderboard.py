@@ -10,10 +10,15 @@ import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from dvbench.harness.records import Scores
 from dvbench.harness.sizes import count_of
+
+
+SPEARMAN_SCHEMA = {"a": pl.String, "b": pl.String, "rho": pl.Float64, "p_value": pl.Float64, "n": pl.Int64}
+OVERLAP_SCHEMA = {"a": pl.String, "b": pl.String, "q": pl.Float64, "k": pl.Int64, "overlap": pl.Float64}
 
 
 def scores_frame(scores: Mapping[str, Scores]) -> pl.DataFrame:
@@ -36,38 +41,49 @@ def _labels(frame: pl.DataFrame) -> list[str]:
 def spearman(frame: pl.DataFrame) -> pl.DataFrame:
     """Spearman's rho and its two-sided p-value (scipy) for every pair of valuators.
 
-    A valuator whose scores are all equal has no ranking: its rho and p-value are null.
+    Each column is ranked once (one ``spearmanr`` call on the whole matrix). A valuator whose
+    scores are all equal has no ranking: its rho and p-value are null.
     """
     from scipy.stats import spearmanr
 
-    rows = []
-    for a, b in itertools.combinations(_labels(frame), 2):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant input: reported as null below
-            result = spearmanr(frame[a].to_numpy(), frame[b].to_numpy())
-        rho, p = float(result.statistic), float(result.pvalue)
-        rows.append({"a": a, "b": b, "rho": None if rho != rho else rho,
-                     "p_value": None if p != p else p, "n": frame.height})
-    return pl.DataFrame(rows, schema={"a": pl.String, "b": pl.String, "rho": pl.Float64,
-                                      "p_value": pl.Float64, "n": pl.Int64})
+    labels = _labels(frame)
+    if len(labels) < 2:
+        return pl.DataFrame(schema=SPEARMAN_SCHEMA)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: reported as null below
+        result = spearmanr(frame.select(labels).to_numpy())
+    rho, p = np.atleast_2d(result.statistic), np.atleast_2d(result.pvalue)
+    if rho.shape == (1, 1):  # two columns: scipy returns scalars
+        rho, p = np.array([[1.0, rho[0, 0]], [rho[0, 0], 1.0]]), np.array([[0.0, p[0, 0]], [p[0, 0], 0.0]])
+    rows = [{"a": labels[i], "b": labels[j], "rho": _finite(rho[i, j]), "p_value": _finite(p[i, j]),
+             "n": frame.height} for i, j in itertools.combinations(range(len(labels)), 2)]
+    return pl.DataFrame(rows, schema=SPEARMAN_SCHEMA)
 
 
-def top_ids(frame: pl.DataFrame, label: str, count: int) -> pl.Series:
-    """The ``count`` best candidates by ``label``; equal scores ordered by candidate id."""
-    ranked = frame.sort([label, "candidate_id"], descending=[True, False])
-    return ranked["candidate_id"].head(count)
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def ranked_ids(frame: pl.DataFrame, label: str) -> pl.Series:
+    """Candidate ids best first by ``label``; equal scores ordered by candidate id."""
+    return frame.sort([label, "candidate_id"], descending=[True, False])["candidate_id"]
 
 
 def overlap(frame: pl.DataFrame, fractions: Sequence[float]) -> pl.DataFrame:
     """``|top_q(A) & top_q(B)| / |top_q(A)|`` for every pair of valuators and fraction q.
 
     ``top_q`` keeps ``round(q * M)`` candidates (half up, at least one), ties by candidate id.
+    Each valuator is ranked once; a candidate's position in that ranking decides every q.
     """
+    positions = {}
+    for label in _labels(frame):
+        order = ranked_ids(frame, label).to_frame().with_row_index("position")
+        positions[label] = frame.select("candidate_id").join(order, on="candidate_id", how="left",
+                                                            maintain_order="left")["position"].to_numpy()
     rows = []
     for q in fractions:
         k = count_of(float(q), frame.height)
-        tops = {label: set(top_ids(frame, label, k).to_list()) for label in _labels(frame)}
-        for a, b in itertools.combinations(tops, 2):
-            rows.append({"a": a, "b": b, "q": float(q), "k": k, "overlap": len(tops[a] & tops[b]) / k})
-    return pl.DataFrame(rows, schema={"a": pl.String, "b": pl.String, "q": pl.Float64,
-                                      "k": pl.Int64, "overlap": pl.Float64})
+        for a, b in itertools.combinations(positions, 2):
+            shared = int(np.count_nonzero((positions[a] < k) & (positions[b] < k)))
+            rows.append({"a": a, "b": b, "q": float(q), "k": k, "overlap": shared / k})
+    return pl.DataFrame(rows, schema=OVERLAP_SCHEMA)
