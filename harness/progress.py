@@ -20,25 +20,24 @@ class Progress:
 
 
 class RichProgress(Progress):
-    """A live terminal display: stage, bar, count, items per second and time left."""
+    """A live terminal display: stage, bar, count, items per second and time left.
+
+    Tasks may nest (a stage, and inside it a valuator's pairs): each adds a row to one display,
+    which closes when the outermost task ends.
+    """
 
     def __init__(self, console=None):
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
+        self._live = None
+        self._depth = 0
 
-    @contextmanager
-    def task(self, description: str, total: int, unit: str = "items") -> Iterator[Advance]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def _display(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as Live
 
-        columns = (
+        return Live(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -46,13 +45,27 @@ class RichProgress(Progress):
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            console=self.console,
         )
-        with Live(*columns, console=self.console, transient=False) as live:
-            task_id = live.add_task(description, total=total, rate="")
 
-            def advance(n: int = 1) -> None:
-                live.advance(task_id, n)
-                speed = live.tasks[task_id].speed
-                live.update(task_id, rate=f"{speed:.1f} {unit}/s" if speed else "")
+    @contextmanager
+    def task(self, description: str, total: int, unit: str = "items") -> Iterator[Advance]:
+        if self._live is None:
+            self._live = self._display()
+            self._live.start()
+        self._depth += 1
+        live = self._live
+        task_id = live.add_task(description, total=total, rate="")
 
+        def advance(n: int = 1) -> None:
+            live.advance(task_id, n)
+            speed = live.tasks[task_id].speed
+            live.update(task_id, rate=f"{speed:.1f} {unit}/s" if speed else "")
+
+        try:
             yield advance
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                live.stop()
+                self._live = None

@@ -28,7 +28,7 @@ from dvbench.harness import __version__, leaderboard, report
 from dvbench.harness.artifacts import ArtifactStore, fingerprint, write_text_atomic
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
-from dvbench.harness.progress import Progress
+from dvbench.harness.progress import Advance, Progress
 from dvbench.harness.records import Example, Scores, Selection, ValuationTask
 from dvbench.harness.spec import Spec, Use
 
@@ -81,21 +81,24 @@ class Runner:
         started = time.time()
         with self._stage(result, "data"):
             data = load_data(self.spec)
-        with self._stage(result, "valuation"):
+        with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
             for use in self.spec.valuators.values():
                 result.scores[use.label] = self._scores(use, data)
-        with self._stage(result, "selection"):
+                advance(1)
+        with self._stage(result, "selection", len(self.spec.selectors), "selectors") as advance:
             for use in self.spec.selectors.values():
                 result.selections[use.label] = self._select(use, result.scores)
+                advance(1)
         with self._stage(result, "leaderboard"):
             result.tables = self._leaderboard(result.scores)
         self._write_run_json(result, started)
         return result
 
     @contextmanager
-    def _stage(self, result: RunResult, name: str) -> Iterator[None]:
+    def _stage(self, result: RunResult, name: str, total: int = 1, unit: str = "steps") -> Iterator[Advance]:
         start = time.perf_counter()
-        yield
+        with self.progress.task(name, total, unit) as advance:
+            yield advance
         result.timings[name] = round(time.perf_counter() - start, 3)
 
     def _scores(self, use: Use, data: Data) -> Scores:

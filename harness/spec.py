@@ -193,10 +193,9 @@ def _uses(entries: Any, section: str, role: str, registry: Registry, problems: l
             problems.append(Problem(path, f"expected a mapping with 'use: <{role} name>'; "
                                           f"available: {registry.available(role)}"))
             continue
-        config = {k: v for k, v in entry.items() if k not in ("use", "reference")}
+        harness_keys = ("use", "reference") if section == "selection" else ("use",)
+        config = {k: v for k, v in entry.items() if k not in harness_keys}
         reference = entry.get("reference") if section == "selection" else None
-        if "reference" in entry and section != "selection":
-            config["reference"] = entry["reference"]
         if entry["use"] not in registry.entries[role]:
             problems.append(Problem(path + ("use",), f"unknown {role} {entry['use']!r}; "
                                                      f"available: {registry.available(role)}"))

@@ -90,12 +90,20 @@ def test_malformed_specs(tmp_path, text, expected):
     assert expected in _error(tmp_path, text)
 
 
-def test_check_command_exits_nonzero_with_the_path(tmp_path):
-    path = _spec(tmp_path, GOOD.replace("seed: 1}", "seed: one}"))
-    result = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "check", str(path)],
+@pytest.mark.parametrize("old, new, path", [
+    ("seed: 3", "sede: 3", "sede (line 2): unknown key"),
+    ("seed: 1}", "seed: one}", "valuators.rand.seed (line 6): expected a valid integer"),
+    ("use: random", "use: randm", "valuators.rand.use (line 6): unknown valuator 'randm'"),
+])
+def test_check_command_exits_nonzero_with_the_path(tmp_path, old, new, path):
+    spec = _spec(tmp_path, GOOD.replace(old, new))
+    result = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "check", str(spec)],
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert "valuators.rand.seed" in result.stderr
+    assert path in " ".join(result.stderr.split())
+
+
+def test_check_command_accepts_a_good_spec(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "check", str(_spec(tmp_path, GOOD))],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "ok" in ok.stdout
