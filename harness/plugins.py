@@ -46,7 +46,13 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     if autoload is None:
         autoload = not os.environ.get(DISABLE_AUTOLOAD)
     if autoload:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as error:
+            raise PluginError(
+                f"a '{ENTRY_POINT_GROUP}' entry point failed to load ({type(error).__name__}: {error}); "
+                f"fix or uninstall that plugin, or set {DISABLE_AUTOLOAD}=1 to load built-ins only"
+            ) from error
     pm.check_pending()
     return pm
 
@@ -96,7 +102,12 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
                     )
                 registry.entries[role][cls.name] = Entry(cls, source)
 
-            impl.function(*[register for _ in impl.argnames])
+            try:
+                impl.function(*[register for _ in impl.argnames])
+            except PluginError:
+                raise
+            except Exception as error:
+                raise PluginError(f"{origin} failed in {hook_name}: {type(error).__name__}: {error}") from error
     return registry
 
 

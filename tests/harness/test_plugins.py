@@ -97,3 +97,23 @@ def test_config_must_match_its_class():
 
     with pytest.raises(TypeError, match="takes a"):
         RandomValuator(Other())
+
+
+def test_a_failing_hook_names_its_plugin():
+    class Broken:
+        @hookimpl
+        def dvbench_register_selectors(self, register):
+            raise ImportError("no module named 'faiss'")
+
+    with pytest.raises(PluginError, match="third_party_0 .* failed in dvbench_register_selectors: ImportError"):
+        load_registry(_manager_with(Broken()))
+
+
+def test_a_broken_entry_point_says_how_to_run_without_it(tmp_path, monkeypatch):
+    info = tmp_path / "dvbench_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dvbench-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dvbench]\nbroken = dvbench_missing_module\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match="failed to load .*ModuleNotFoundError.*DVBENCH_DISABLE_PLUGIN_AUTOLOAD=1"):
+        get_plugin_manager(autoload=True)

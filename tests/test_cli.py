@@ -1,0 +1,33 @@
+import subprocess
+import sys
+from pathlib import Path
+
+QUICKSTART = Path(__file__).parents[1] / "specs" / "quickstart.yaml"
+
+
+def _dvbench(*args):
+    return subprocess.run([sys.executable, "-m", "dvbench.harness.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_run_then_leaderboard_prints_the_saved_tables(tmp_path):
+    run = _dvbench("run", QUICKSTART, "--out", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "spearman" in run.stdout and f"wrote {tmp_path}" in run.stdout
+    board = _dvbench("leaderboard", tmp_path)
+    assert board.returncode == 0
+    assert "random-a" in board.stdout and "overlap" in board.stdout and "spearman" in board.stdout
+
+
+def test_leaderboard_of_an_empty_folder_says_what_to_do(tmp_path):
+    result = _dvbench("leaderboard", tmp_path)
+    assert result.returncode == 2
+    assert "no leaderboard/*.parquet here; run `dvbench run SPEC --out" in " ".join(result.stderr.split())
+
+
+def test_plugins_lists_builtins_with_versions():
+    result = _dvbench("plugins")
+    assert result.returncode == 0
+    for name in ("random", "file", "top_k"):
+        assert name in result.stdout
+    assert "built-in" in result.stdout and "1.0.0" in result.stdout
