@@ -152,11 +152,15 @@ def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
         raise ConfigError(str(path), [Problem((), "not UTF-8 text; save the spec as UTF-8")]) from None
     try:
         data = yaml.safe_load(text)
-        lines = _lines(yaml.compose(text))
+        lines, repeated = _lines(yaml.compose(text))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(str(path), [Problem((), f"not valid YAML: {where}{getattr(error, 'problem', error)}")]) from None
+    if repeated:
+        problems = [Problem(key, f"repeated (also on line {lines[key]}); YAML keeps only the last, so "
+                                 f"rename or remove one") for key, _ in repeated]
+        raise ConfigError(str(path), problems, dict(repeated))
     return parse_spec(data, source=path, registry=registry, lines=lines)
 
 
@@ -170,10 +174,11 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
     settings, problems = validate(SpecModel, data, base_dir=source.parent)
     valuators = _uses(data.get("valuators"), "valuators", "valuator", registry, problems, source)
     selectors = _uses(data.get("selection"), "selection", "selector", registry, problems, source)
+    labels = list(data["valuators"]) if isinstance(data.get("valuators"), dict) else []
     for use in selectors.values():
-        if use.reference is not None and use.reference not in valuators:
+        if use.reference is not None and use.reference not in labels:
             problems.append(Problem(("selection", use.label, "reference"),
-                                    f"unknown valuator label {use.reference!r}; labels: {', '.join(valuators)}"))
+                                    f"unknown valuator label {use.reference!r}; labels: {', '.join(map(str, labels))}"))
     if problems:
         raise ConfigError(str(source), problems, lines)
     return Spec(source=source, settings=settings, valuators=valuators, selectors=selectors)
@@ -208,15 +213,22 @@ def _uses(entries: Any, section: str, role: str, registry: Registry, problems: l
     return uses
 
 
-def _lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
-    """The 1-based line of every key and item in a composed YAML document, by path."""
+def _lines(node: yaml.Node | None, path: tuple = ()) -> tuple[dict[tuple, int], list[tuple[tuple, int]]]:
+    """The 1-based line of every key and item in a composed YAML document, by path; and every
+    key repeated within its mapping, with the line of the repeat."""
     lines: dict[tuple, int] = {}
+    repeated: list[tuple[tuple, int]] = []
+    children = []
     if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            lines[path + (key.value,)] = key.start_mark.line + 1
-            lines.update(_lines(value, path + (key.value,)))
+        children = [(path + (key.value,), key.start_mark.line + 1, value) for key, value in node.value]
     elif isinstance(node, yaml.SequenceNode):
-        for index, value in enumerate(node.value):
-            lines[path + (index,)] = value.start_mark.line + 1
-            lines.update(_lines(value, path + (index,)))
-    return lines
+        children = [(path + (i,), value.start_mark.line + 1, value) for i, value in enumerate(node.value)]
+    for child, line, value in children:
+        if child in lines:
+            repeated.append((child, line))
+            continue
+        lines[child] = line
+        inner, inner_repeated = _lines(value, child)
+        lines.update(inner)
+        repeated.extend(inner_repeated)
+    return lines, repeated

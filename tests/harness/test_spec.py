@@ -90,6 +90,16 @@ def test_malformed_specs(tmp_path, text, expected):
     assert expected in _error(tmp_path, text)
 
 
+def test_repeated_keys_are_refused(tmp_path):
+    message = _error(tmp_path, GOOD + "  top: {use: random, k: 3}\n")
+    assert "selection.top (line 9): repeated (also on line 8)" in message
+
+
+def test_reference_to_a_misconfigured_valuator_reports_only_its_config(tmp_path):
+    message = _error(tmp_path, GOOD.replace("seed: 1}", "seed: one}"))
+    assert "1 problem" in message and "selection.top.reference" not in message
+
+
 @pytest.mark.parametrize("old, new, path", [
     ("seed: 3", "sede: 3", "sede (line 2): unknown key"),
     ("seed: 1}", "seed: one}", "valuators.rand.seed (line 6): expected a valid integer"),
