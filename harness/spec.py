@@ -39,7 +39,7 @@ class ModelSection(Config):
 
 
 class FileSource(Config):
-    path: ExistingPath = Field(description="A .json or .jsonl file of Alpaca-style rows.")
+    path: ExistingPath = Field(description="A .json, .jsonl, .csv or .parquet file of Alpaca-style rows.")
 
 
 class GeneratedSource(Config):

@@ -1,4 +1,5 @@
-"""Loads Alpaca-style rows (``instruction``, ``input``, ``output``) from JSON and JSONL files.
+"""Loads Alpaca-style rows (``instruction``, ``input``, ``output``) from JSON, JSONL, CSV and
+parquet files.
 
 Every row becomes an :class:`~dvbench.harness.records.Example`. Its id is the row's ``id`` when
 given, else derived from its text, so it is stable across runs and row orders. ``subset`` comes
@@ -26,15 +27,12 @@ def content_id(instruction: str, input: str, output: str) -> str:
 
 
 def load_examples(path: str | Path, *, require_output: bool = True) -> tuple[Example, ...]:
-    """Read a ``.json`` (a list of objects) or ``.jsonl`` (one object a line) file."""
+    """Read a ``.json`` (a list of objects), ``.jsonl`` (one object a line), ``.csv`` (a header
+    row, every cell read as text) or ``.parquet`` file. Empty cells count as empty text."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; check the data path in the spec")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text (byte {error.start}); re-encode the file as UTF-8") from None
-    rows = _rows(path, text)
+    rows = _rows(path)
     required = REQUIRED if require_output else REQUIRED[:1]
     examples, seen = [], {}
     for where, row in rows:
@@ -48,7 +46,13 @@ def load_examples(path: str | Path, *, require_output: bool = True) -> tuple[Exa
     return tuple(examples)
 
 
-def _rows(path: Path, text: str) -> list[tuple[str, Any]]:
+def _rows(path: Path) -> list[tuple[str, Any]]:
+    if path.suffix in (".csv", ".parquet"):
+        return _table_rows(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start}); re-encode the file as UTF-8") from None
     if path.suffix == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), 1):
@@ -65,13 +69,28 @@ def _rows(path: Path, text: str) -> list[tuple[str, Any]]:
             raise InputError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
         if not isinstance(data, list):
             raise InputError(f"{path}: expected a JSON list of objects, found {type(data).__name__}")
-        return [(f"row {i}", row) for i, row in enumerate(data)]
-    raise InputError(f"{path}: unknown data format {path.suffix!r}; use .json or .jsonl")
+        return [(f"row {i}", row) for i, row in enumerate(data, 1)]
+    raise InputError(f"{path}: unknown data format {path.suffix!r}; use .json, .jsonl, .csv or .parquet")
+
+
+def _table_rows(path: Path) -> list[tuple[str, Any]]:
+    import polars as pl
+
+    try:
+        if path.suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False)
+        else:
+            frame = pl.read_parquet(path)
+    except pl.exceptions.ComputeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise InputError(f"{path}: cannot be read as {path.suffix[1:]} ({first}); check the file") from None
+    return [(f"row {i}", row) for i, row in enumerate(frame.iter_rows(named=True), 1)]
 
 
 def _example(path: Path, where: str, row: Any, required: tuple[str, ...]) -> Example:
     if not isinstance(row, dict):
         raise InputError(f"{path}: {where}: expected an object, found {type(row).__name__}")
+    row = {k: "" if v is None else v for k, v in row.items()}
     for name in TEXT:
         value = row.get(name, "")
         if not isinstance(value, str):
@@ -80,10 +99,10 @@ def _example(path: Path, where: str, row: Any, required: tuple[str, ...]) -> Exa
         if not row.get(name, "").strip():
             raise InputError(f"{path}: {where}: field {name!r} is missing or empty; every row needs one")
     instruction, input, output = (row.get(name, "") for name in TEXT)
-    given = row.get("id")
+    given = row.get("id") if row.get("id") != "" else None
     if given is not None and not isinstance(given, (str, int)):
         raise InputError(f"{path}: {where}: field 'id' must be text or an integer")
-    subset = row.get("subset", row.get("dataset"))
+    subset = row.get("subset") or row.get("dataset") or None
     meta = {k: v for k, v in row.items() if k not in (*TEXT, "id", "subset", "dataset")}
     return Example(
         id=str(given) if given is not None else content_id(instruction, input, output),

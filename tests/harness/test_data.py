@@ -54,8 +54,27 @@ def test_bad_files(tmp_path):
             load_examples(tmp_path / name)
         assert str(error.value).startswith(str(tmp_path / name)) and message in str(error.value)
     (tmp_path / "x.txt").write_text("a")
-    with pytest.raises(InputError, match=r"unknown data format '.txt'; use .json or .jsonl"):
+    with pytest.raises(InputError, match=r"unknown data format '.txt'; use .json, .jsonl, .csv or .parquet"):
         load_examples(tmp_path / "x.txt")
+
+
+def test_csv_and_parquet_rows(tmp_path):
+    import polars as pl
+
+    frame = pl.DataFrame({"id": ["007", None], "instruction": ["Add.", "Say hi."], "input": ["1 2", None],
+                          "output": ["3", "hi"], "subset": ["math", None]})
+    frame.write_csv(tmp_path / "d.csv")
+    frame.write_parquet(tmp_path / "d.parquet")
+    for name in ("d.csv", "d.parquet"):
+        first, second = load_examples(tmp_path / name)
+        assert (first.id, first.input, first.subset) == ("007", "1 2", "math")
+        assert (second.id, second.input, second.subset) == (content_id("Say hi.", "", "hi"), "", None)
+    frame.with_columns(output=pl.Series(["3", None])).write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"bad.parquet: row 2: field 'output' is missing or empty"):
+        load_examples(tmp_path / "bad.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match=r"broken.parquet: cannot be read as parquet"):
+        load_examples(tmp_path / "broken.parquet")
 
 
 def test_eval_prompts_may_lack_outputs(tmp_path):
