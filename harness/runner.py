@@ -79,8 +79,9 @@ class Runner:
     def run(self) -> RunResult:
         result = RunResult(self.out)
         started = time.time()
-        with self._stage(result, "data"):
+        with self._stage(result, "data") as advance:
             data = load_data(self.spec)
+            advance(1)
         with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
             for use in self.spec.valuators.values():
                 result.scores[use.label] = self._scores(use, data)
@@ -89,8 +90,9 @@ class Runner:
             for use in self.spec.selectors.values():
                 result.selections[use.label] = self._select(use, result.scores)
                 advance(1)
-        with self._stage(result, "leaderboard"):
+        with self._stage(result, "leaderboard") as advance:
             result.tables = self._leaderboard(result.scores)
+            advance(1)
         self._write_run_json(result, started)
         return result
 
