@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from dvbench.harness.records import Scores
+from dvbench.harness.records import Scores, best_first
 from dvbench.harness.sizes import count_of
 
 
@@ -64,22 +64,18 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def ranked_ids(frame: pl.DataFrame, label: str) -> pl.Series:
-    """Candidate ids best first by ``label``; equal scores ordered by candidate id."""
-    return frame.sort([label, "candidate_id"], descending=[True, False])["candidate_id"]
-
-
 def overlap(frame: pl.DataFrame, fractions: Sequence[float]) -> pl.DataFrame:
     """``|top_q(A) & top_q(B)| / |top_q(A)|`` for every pair of valuators and fraction q.
 
     ``top_q`` keeps ``round(q * M)`` candidates (half up, at least one), ties by candidate id.
     Each valuator is ranked once; a candidate's position in that ranking decides every q.
     """
+    ids = frame["candidate_id"].to_numpy()
     positions = {}
     for label in _labels(frame):
-        order = ranked_ids(frame, label).to_frame().with_row_index("position")
-        positions[label] = frame.select("candidate_id").join(order, on="candidate_id", how="left",
-                                                            maintain_order="left")["position"].to_numpy()
+        position = np.empty(frame.height, dtype=np.int64)
+        position[best_first(ids, frame[label].to_numpy())] = np.arange(frame.height)
+        positions[label] = position
     rows = []
     for q in fractions:
         k = count_of(float(q), frame.height)

@@ -24,6 +24,12 @@ def _frozen_array(values: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def best_first(ids: Any, values: Any) -> np.ndarray:
+    """Positions ordered by value, highest first; equal values ordered by id. The one tie rule
+    every selector and leaderboard table uses."""
+    return np.lexsort((np.asarray(ids, dtype=str), -np.asarray(values, dtype=np.float64)))
+
+
 @dataclass(frozen=True)
 class Example:
     """One instruction example: ``(instruction, input) -> output`` with a stable id.
@@ -106,13 +112,9 @@ class Scores:
                 raise ValueError(f"{self.valuator} gave non-finite per-anchor scores")
             object.__setattr__(self, "per_anchor", matrix)
 
-    def ranking(self) -> np.ndarray:
-        """Candidate positions, best first; equal scores ordered by candidate id."""
-        return np.lexsort((np.array(self.candidate_ids), -self.values))
-
     def top(self, count: int) -> tuple[str, ...]:
-        """The ids of the ``count`` best candidates, best first."""
-        return tuple(self.candidate_ids[i] for i in self.ranking()[:count])
+        """The ids of the ``count`` best candidates, best first (ties by id: :func:`best_first`)."""
+        return tuple(self.candidate_ids[i] for i in best_first(self.candidate_ids, self.values)[:count])
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,10 @@ class Runner:
             data = load_data(self.spec)
             advance(1)
         with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
+            inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
+                      "model": asdict(self.spec.settings.model.ref()), "seed": self.spec.settings.seed}
             for use in self.spec.valuators.values():
-                result.scores[use.label] = self._scores(use, data)
+                result.scores[use.label] = self._scores(use, data, inputs)
                 advance(1)
         with self._stage(result, "selection", len(self.spec.selectors), "selectors") as advance:
             for use in self.spec.selectors.values():
@@ -103,15 +105,11 @@ class Runner:
             yield advance
         result.timings[name] = round(time.perf_counter() - start, 3)
 
-    def _scores(self, use: Use, data: Data) -> Scores:
+    def _scores(self, use: Use, data: Data, inputs: dict) -> Scores:
+        """Saved scores if ``inputs`` (data fingerprints, model, seed) and the valuator match; else
+        computed and saved."""
         valuator = use.plugin
-        producer = {
-            **valuator.provenance(),
-            "candidates": fingerprint(data.candidates),
-            "anchors": fingerprint(data.anchors),
-            "model": asdict(self.spec.settings.model.ref()),
-            "seed": self.spec.settings.seed,
-        }
+        producer = {**valuator.provenance(), **inputs}
         name = f"scores/{use.label}"
         files, why = self.store.find(name, producer)
         if files is not None:
