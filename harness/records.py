@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dvbench.harness.lm.template import Template
 from dvbench.harness.progress import Progress
 
 
@@ -62,12 +63,14 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class ValuationTask:
-    """What a valuator scores: every candidate against the anchor task set."""
+    """What a valuator scores: every candidate against the anchor task set, with the model and
+    the template (``dvbench.harness.lm``) every method shares."""
 
     candidates: tuple[Example, ...]
     anchors: tuple[Example, ...]
     model: ModelRef
     seed: int = 0
+    template: Template = Template()
     progress: Progress = field(default_factory=Progress, compare=False)
 
 

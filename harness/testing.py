@@ -22,6 +22,41 @@ def tiny_task(candidates: int = 24, anchors: int = 4, seed: int = 0) -> Valuatio
     return ValuationTask(data["candidates"], data["anchors"], ModelRef("embedded"), seed)
 
 
+def byte_tokenizer():
+    """An in-memory byte-level tokenizer: ids 0-2 are ``<pad>``, ``<s>`` (BOS, added at the start)
+    and ``</s>`` (EOS), then one id per byte. No file, no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    vocab = {token: i for i, token in enumerate(specials)}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def tiny_lm(dtype: str = "float64", seed: int = 0, layers: int = 2):
+    """A tiny Llama (hidden size 16, 2 heads, grouped KV) with random weights and
+    :func:`byte_tokenizer`: ``(model, tokenizer)``, in eval mode. Small enough for exact checks."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype)).eval()
+    return model, tokenizer
+
+
 def _instance(cls: type[Plugin], role: str, config: Config | None) -> Plugin:
     check_plugin_class(cls, role, f"{cls.__module__}.{cls.__qualname__}")
     return cls(config)

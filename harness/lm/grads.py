@@ -1,0 +1,127 @@
+"""Per-example gradients of the tracked linear layers, from one forward and backward per batch.
+
+For a linear layer ``y = W a`` applied at every position ``t`` of a sequence, the gradient of a
+loss ``L`` is ``dL/dW = Σ_t g_t a_tᵀ`` with ``g_t = dL/dy_t``. One backward of ``Σ_i L(θ, x_i)``
+over a padded batch gives each example's ``g_t`` (examples do not interact; padding receives
+zero gradient and is masked anyway), so :func:`layer_terms` returns the inputs ``a`` and output
+gradients ``g`` of every tracked layer, and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ``
+per example. Gradient valuators may use the terms directly (inner products, projections)
+without forming the gradients.
+
+Only weights are tracked (SPEC.md: the weights of every linear layer in the transformer blocks);
+the model's own parameters get no ``.grad`` and their ``requires_grad`` flags are left as found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence as Seq
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dvbench.harness.config import InputError
+from dvbench.harness.lm.loglik import Batch, check_model, collate, per_example, token_logprobs
+from dvbench.harness.lm.tokens import Sequence
+
+BLOCK = re.compile(r"\.\d+\.")  # a numbered child: a layer of the transformer's block list
+
+
+def tracked_linears(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Linear]:
+    """The linear layers whose weights are tracked, by module name.
+
+    Default: every ``nn.Linear`` inside the transformer blocks (attention and MLP; not the output
+    head or embeddings). ``pattern``: the linear layers whose name matches this regular
+    expression anywhere (``re.search``), e.g. ``mlp`` or ``layers\\.(2[4-9])\\.``.
+    """
+    head = model.get_output_embeddings()
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head}
+    if pattern is None:
+        chosen = {name: m for name, m in linears.items() if BLOCK.search(f".{name}.")}
+    else:
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise InputError(f"tracked-layer pattern {pattern!r} is not a valid regular expression ({error})") from None
+        chosen = {name: m for name, m in linears.items() if regex.search(name)}
+    if not chosen:
+        sample = ", ".join(list(linears)[:6])
+        raise InputError(f"no linear layer matches {pattern or 'the default (transformer blocks)'}; "
+                         f"linear layers are named like: {sample}")
+    return chosen
+
+
+@dataclass(frozen=True)
+class LayerTerms:
+    """A tracked layer's inputs ``a`` ``(batch, length, in)`` and output gradients ``g``
+    ``(batch, length, out)``, zero at padding."""
+
+    inputs: torch.Tensor
+    output_grads: torch.Tensor
+
+    def gradients(self) -> torch.Tensor:
+        """Per-example weight gradients ``Σ_t g_t a_tᵀ``, ``(batch, out, in)``."""
+        return torch.einsum("bto,bti->boi", self.output_grads, self.inputs)
+
+
+@contextmanager
+def _frozen(model: nn.Module):
+    """No weight gradients are needed: only the gradients flowing through layer outputs."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def layer_terms(model: nn.Module, batch: Batch, linears: dict[str, nn.Linear]) -> tuple[dict[str, LayerTerms], torch.Tensor]:
+    """One forward and backward of ``Σ_i L(θ, x_i)`` (mean answer NLL per sequence).
+
+    Returns the terms of every layer in ``linears`` and the per-example losses ``L(θ, x_i)``.
+    """
+    check_model(model)
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, args, output):
+            inputs[name] = args[0].detach()
+            if not output.requires_grad:
+                output.requires_grad_(True)
+            outputs[name] = output
+            return output
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
+    try:
+        with _frozen(model), torch.enable_grad():
+            logp = token_logprobs(model, batch)
+            counts = per_example(batch, torch.ones_like(logp))
+            losses = -per_example(batch, logp) / counts
+            names = list(outputs)
+            grads = torch.autograd.grad(losses.sum(), [outputs[n] for n in names], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    mask = batch.mask.bool()[..., None]
+    terms = {}
+    for name, grad in zip(names, grads):
+        a = inputs[name]
+        g = torch.zeros_like(outputs[name]) if grad is None else grad
+        dtype = torch.promote_types(a.dtype, torch.float32)
+        terms[name] = LayerTerms(torch.where(mask, a, 0).to(dtype), torch.where(mask, g, 0).to(dtype))
+    return terms, losses.detach()
+
+
+def per_example_grads(
+    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """``∇_W L(θ, x_i)`` of every tracked layer for every sequence: ``{name: (n, out, in)}``."""
+    device = next(model.parameters()).device
+    terms, _ = layer_terms(model, collate(sequences, padding_side, device), linears)
+    return {name: t.gradients() for name, t in terms.items()}

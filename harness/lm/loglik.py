@@ -1,0 +1,138 @@
+"""Batched answer log-likelihoods: log-softmax only where an answer token is predicted.
+
+The transformer body runs on the padded batch; the output head and the log-softmax run only on
+the hidden states that predict answer tokens, in float32 (float64 for a float64 model), in
+chunks of rows. No full-vocabulary logits are ever built for the whole sequence.
+
+Left and right padding give the same values: position ids count real tokens only, and the
+attention mask hides the padding. Requires a model whose logits are its output embedding
+applied to the last hidden state (Llama, Mistral, Qwen, GPT-2, Pythia, ...); models that scale
+or soft-cap their logits are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence as Seq
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dvbench.harness.config import InputError
+from dvbench.harness.lm.tokens import Sequence
+
+PAD_ID = 0  # any id works: padding is masked out
+HEAD_ROWS = 1024  # answer positions per output-head chunk: bounds the logits at HEAD_ROWS x vocab
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded sequences. ``rows, cols`` locate each answer token (in sequence order)."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.ids.shape[0]
+
+
+def collate(sequences: Seq[Sequence], padding_side: str = "right", device: torch.device | str = "cpu") -> Batch:
+    """Pad ``sequences`` on ``padding_side`` (``left`` or ``right``) into one batch."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+    if any(s.answer_start < 1 for s in sequences):
+        raise ValueError("every sequence needs at least one token before its answer")
+    width = max(len(s.ids) for s in sequences)
+    ids = torch.full((len(sequences), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    rows, cols = [], []
+    for i, s in enumerate(sequences):
+        start = width - len(s.ids) if padding_side == "left" else 0
+        ids[i, start:start + len(s.ids)] = torch.tensor(s.ids)
+        mask[i, start:start + len(s.ids)] = 1
+        rows += [i] * len(s.answer)
+        cols += range(start + s.answer_start, start + len(s.ids))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    to = dict(device=device)
+    return Batch(ids.to(**to), mask.to(**to), positions.to(**to),
+                 torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
+
+
+def check_model(model) -> None:
+    """Refuse models whose logits are not ``output_embeddings(last hidden state)``."""
+    config = model.config
+    for key in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+        if getattr(config, key, None) not in (None, 1, 1.0):
+            raise InputError(f"model {config.model_type!r} sets {key}; dvbench's answer-only "
+                             f"log-likelihoods do not support it")
+
+
+def hidden_states(model, batch: Batch) -> torch.Tensor:
+    """The transformer body's last hidden states, ``(batch, length, hidden)``."""
+    out = model.base_model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
+                           use_cache=False)
+    return out.last_hidden_state
+
+
+def token_logprobs(model, batch: Batch, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """``log p(token)`` of every answer token of ``batch``, in ``rows, cols`` order; differentiable."""
+    hidden = hidden_states(model, batch) if hidden is None else hidden
+    head = model.get_output_embeddings()
+    dtype = torch.promote_types(head.weight.dtype, torch.float32)
+    weight = head.weight.to(dtype)
+    bias = None if head.bias is None else head.bias.to(dtype)
+    targets = batch.ids[batch.rows, batch.cols]
+    chunks = []
+    for start in range(0, len(targets), HEAD_ROWS):
+        rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
+        logits = torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias)
+        picked = logits.gather(-1, targets[start:start + HEAD_ROWS, None])[:, 0]
+        chunks.append(picked - torch.logsumexp(logits, -1))
+    return torch.cat(chunks)
+
+
+def per_example(batch: Batch, values: torch.Tensor) -> torch.Tensor:
+    """Sum per-token ``values`` into one value per sequence of ``batch``."""
+    return torch.zeros(batch.size, dtype=values.dtype, device=values.device).index_add(0, batch.rows, values)
+
+
+@dataclass(frozen=True)
+class AnswerLogLik:
+    """Per sequence: the answer's summed log-probability and its token count."""
+
+    sum: np.ndarray
+    count: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The average log-probability per answer token: ``s_zs`` / ``s_os`` of SPEC.md."""
+        return self.sum / self.count
+
+
+def answer_loglik(
+    model,
+    sequences: Seq[Sequence],
+    *,
+    batch_size: int = 8,
+    padding_side: str = "right",
+    advance: Callable[[int], None] | None = None,
+) -> AnswerLogLik:
+    """Score the answers of ``sequences`` in batches of ``batch_size``, longest first (less
+    padding); results follow the input order. ``advance(n)`` is called after each batch."""
+    check_model(model)
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
+    sums = np.zeros(len(sequences), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            batch = collate([sequences[i] for i in chosen], padding_side, device)
+            sums[chosen] = per_example(batch, token_logprobs(model, batch)).double().cpu().numpy()
+            if advance is not None:
+                advance(len(chosen))
+    counts = np.array([len(s.answer) for s in sequences], dtype=np.int64)
+    return AnswerLogLik(sums, counts)

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from dvbench.harness.config import InputError
+from dvbench.harness.lm.loglik import answer_loglik, collate, token_logprobs
+from dvbench.harness.testing import tiny_lm
+
+
+def _naive(model, seq):
+    """One sequence, no padding, the model's full-vocabulary logits."""
+    with torch.no_grad():
+        logp = model(torch.tensor([seq.ids])).logits[0].log_softmax(-1)
+    return sum(logp[t - 1, seq.ids[t]].item() for t in range(seq.answer_start, len(seq.ids)))
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 64])
+def test_batched_equals_one_at_a_time_with_full_logits(tiny, sequences, padding_side, batch_size):
+    model, _ = tiny
+    expected = np.array([_naive(model, s) for s in sequences])
+    got = answer_loglik(model, sequences, batch_size=batch_size, padding_side=padding_side)
+    assert len({len(s.ids) for s in sequences}) > 10  # padding really happens
+    np.testing.assert_allclose(got.sum, expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.count, [len(s.answer) for s in sequences])
+    np.testing.assert_allclose(got.mean, expected / got.count, rtol=0, atol=1e-6)
+
+
+def test_the_output_head_sees_only_answer_positions(tiny, sequences, monkeypatch):
+    model, _ = tiny
+    linear, rows = torch.nn.functional.linear, []
+
+    def spy(x, weight, bias=None):
+        if weight.shape[0] == model.config.vocab_size:
+            rows.append(x.reshape(-1, x.shape[-1]).shape[0])
+        return linear(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    answer_loglik(model, sequences, batch_size=8)
+    assert sum(rows) == sum(len(s.answer) for s in sequences)
+
+
+def test_log_softmax_is_float32_for_a_bfloat16_model(sequences):
+    model, _ = tiny_lm("bfloat16")
+    batch = collate(sequences[:4])
+    with torch.no_grad():
+        logp = token_logprobs(model, batch)
+        hidden = model.base_model(input_ids=batch.ids, attention_mask=batch.mask).last_hidden_state
+        logits = hidden[batch.rows, batch.cols - 1].float() @ model.lm_head.weight.float().T
+    assert logp.dtype == torch.float32
+    expected = logits.log_softmax(-1).gather(-1, batch.ids[batch.rows, batch.cols][:, None])[:, 0]
+    torch.testing.assert_close(logp, expected, rtol=0, atol=1e-5)
+
+
+def test_progress_advances_by_every_sequence(tiny, sequences):
+    seen = []
+    answer_loglik(tiny[0], sequences, batch_size=5, advance=seen.append)
+    assert sum(seen) == len(sequences) and max(seen) == 5
+
+
+def test_models_with_scaled_logits_are_refused(tiny, sequences):
+    model, _ = tiny_lm()
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(InputError, match="final_logit_softcapping"):
+        answer_loglik(model, sequences[:2])
+
+
+def test_padding_side_is_checked(sequences):
+    with pytest.raises(ValueError, match="'left' or 'right'"):
+        collate(sequences, "middle")
