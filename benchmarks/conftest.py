@@ -1,2 +1,45 @@
 """Benchmarks run apart from the tests: `python -m pytest benchmarks`. Each compares dvbench's
-implementation with a reference implementation measured in the same run; the ratio is the result."""
+implementation with a reference implementation measured in the same run; the ratio is the result.
+
+Peak memory: a benchmark calls the ``peak_rss_mib`` fixture and records it with ``record_property``;
+the terminal summary lists every recorded property.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+
+def _status(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+@pytest.fixture
+def peak_rss_mib():
+    """``measure(fn)``: the peak resident memory added while ``fn()`` runs, in MiB (Linux: resets
+    the process's high-water mark first)."""
+    def measure(fn) -> float:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status("VmRSS")
+        fn()
+        return round((_status("VmHWM") - before) / 1024, 1)
+    return measure
+
+
+def pytest_terminal_summary(terminalreporter):
+    rows = [(report.nodeid, name, value) for report in terminalreporter.stats.get("passed", [])
+            for name, value in report.user_properties]
+    if rows:
+        terminalreporter.section("recorded")
+        for nodeid, name, value in rows:
+            terminalreporter.write_line(f"{nodeid}  {name} = {value}")
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M-Instruct, float32: ``(model, tokenizer)``."""
+    from dvbench.harness.lm.models import load_model
+    from dvbench.harness.records import ModelRef
+
+    return load_model(ModelRef("embedded"))

@@ -1,4 +1,4 @@
-"""Runs a validated spec stage by stage: data, valuation, selection, leaderboard.
+"""Runs a validated spec stage by stage: data, model, valuation, selection, leaderboard.
 
 Artifacts land under the output folder, each with a record of its producer:
 
@@ -28,6 +28,10 @@ from dvbench.harness import __version__, leaderboard, report
 from dvbench.harness.artifacts import ArtifactStore, fingerprint, write_text_atomic
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
+from dvbench.harness.data.hf import load_hub_examples
+from dvbench.harness.lm import models
+from dvbench.harness.lm.template import Template
+from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Advance, Progress
 from dvbench.harness.records import Example, Scores, Selection, ValuationTask
 from dvbench.harness.spec import Spec, Use
@@ -45,6 +49,8 @@ class RunResult:
     """What a run produced, in memory, plus where it lies on disk."""
 
     out: Path
+    model: dict = field(default_factory=dict)
+    tokens: dict[str, dict] = field(default_factory=dict)
     scores: dict[str, Scores] = field(default_factory=dict)
     selections: dict[str, dict[str, Selection]] = field(default_factory=dict)
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
@@ -59,10 +65,19 @@ def load_data(spec: Spec) -> Data:
         splits = generate(g.candidates, g.anchors, g.eval, defect_fraction=g.defect_fraction,
                           families=tuple(g.families), seed=spec.settings.seed if g.seed is None else g.seed)
         return Data(**splits)
+    def examples(source, require_output=True):
+        if source is None:
+            return ()
+        if source.dataset is None:
+            return load_examples(source.path, split=source.split, require_output=require_output)
+        return load_hub_examples(source.dataset, split=source.split or "train", config=source.config,
+                                 revision=source.revision, allow_download=source.allow_download,
+                                 require_output=require_output)
+
     return Data(
-        candidates=load_examples(section.candidates.path),
-        anchors=load_examples(section.anchors.path) if section.anchors else (),
-        eval=load_examples(section.eval.path, require_output=False) if section.eval else (),
+        candidates=examples(section.candidates),
+        anchors=examples(section.anchors),
+        eval=examples(section.eval, require_output=False),
     )
 
 
@@ -82,9 +97,12 @@ class Runner:
         with self._stage(result, "data") as advance:
             data = load_data(self.spec)
             advance(1)
+        with self._stage(result, "model") as advance:
+            result.model, result.tokens = self._model(data)
+            advance(1)
         with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
             inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
-                      "model": asdict(self.spec.settings.model.ref()), "seed": self.spec.settings.seed}
+                      "model": result.model, "template": asdict(self.template), "seed": self.spec.settings.seed}
             for use in self.spec.valuators.values():
                 result.scores[use.label] = self._scores(use, data, inputs)
                 advance(1)
@@ -105,6 +123,34 @@ class Runner:
             yield advance
         result.timings[name] = round(time.perf_counter() - start, 3)
 
+    @property
+    def template(self) -> Template:
+        return self.spec.settings.template.template()
+
+    def _model(self, data: Data) -> tuple[dict, dict[str, dict]]:
+        """Resolve the model (converting the embedded one on first use) and tokenize every split
+        with the spec's template: the model's identity and each split's token report."""
+        ref = self.spec.settings.model.ref()
+        resolved = models.resolve(ref)
+        self.log(f"model: {resolved.description}")
+        encoder = Encoder(models.load_tokenizer(ref), self.template)
+        tokens = {}
+        for split in ("candidates", "anchors", "eval"):
+            examples = getattr(data, split)
+            if split == "eval":
+                examples = tuple(e for e in examples if e.output)
+            if not examples:
+                continue
+            encoder.truncated.clear()
+            lengths = [len(encoder.zero_shot(e).ids) for e in examples]
+            tokens[split] = {"examples": len(lengths), "mean_tokens": round(sum(lengths) / len(lengths), 1),
+                             "max_tokens": max(lengths), "truncated": dict(encoder.truncated)}
+            if encoder.truncated:
+                cuts = ", ".join(f"{n} {what}" for what, n in sorted(encoder.truncated.items()))
+                self.log(f"{split}: cut to fit template limits ({cuts}); see run.json")
+        identity = {**asdict(ref), "fingerprint": resolved.fingerprint}
+        return identity, tokens
+
     def _scores(self, use: Use, data: Data, inputs: dict) -> Scores:
         """Saved scores if ``inputs`` (data fingerprints, model, seed) and the valuator match; else
         computed and saved."""
@@ -118,7 +164,7 @@ class Runner:
         if why != "not computed yet":
             self.log(f"scores/{use.label}: recomputing, {why}")
         task = ValuationTask(data.candidates, data.anchors, self.spec.settings.model.ref(),
-                             self.spec.settings.seed, self.progress)
+                             self.spec.settings.seed, self.progress, self.template)
         scores = valuator.score(task)
         if scores.candidate_ids != tuple(c.id for c in data.candidates):
             raise RuntimeError(f"valuator {use.label!r} ({valuator.name}) returned scores for another pool")
@@ -174,6 +220,8 @@ class Runner:
             "dvbench": __version__,
             "python": platform.python_version(),
             "plugins": plugins,
+            "model": result.model,
+            "tokens": result.tokens,
             "timings_s": result.timings,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         }

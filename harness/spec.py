@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dvbench.harness.config import Config, ConfigError, ExistingPath, Problem, SpecPath, validate
 from dvbench.harness.data.generated import FAMILIES
+from dvbench.harness.lm.template import NAMES, Template
 from dvbench.harness.plugins import Registry, load_registry
 from dvbench.harness.records import ModelRef
 from dvbench.harness.roles import Plugin
@@ -39,7 +40,28 @@ class ModelSection(Config):
 
 
 class FileSource(Config):
-    path: ExistingPath = Field(description="A .json, .jsonl, .csv or .parquet file of Alpaca-style rows.")
+    path: ExistingPath | None = Field(
+        None, description="A .json, .jsonl, .csv or .parquet file of Alpaca rows, or a Hugging Face dataset folder."
+    )
+    dataset: str | None = Field(None, min_length=1, description="A Hugging Face Hub dataset name, instead of 'path'.")
+    split: str | None = Field(
+        None, min_length=1, description="The split to read; default 'train' on the hub, a folder's only split."
+    )
+    config: str | None = Field(None, min_length=1, description="The hub dataset's configuration (the Hub's 'subset').")
+    revision: str | None = Field(None, min_length=1, description="The hub dataset's branch, tag or commit.")
+    allow_download: bool = Field(False, description="Allow hub downloads for this dataset (off: local cache only).")
+
+    @model_validator(mode="after")
+    def _path_or_dataset(self) -> FileSource:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give 'path' (a file or folder) or 'dataset' (a hub name), "
+                             + ("not both" if self.path else "found neither"))
+        hub_only = [key for key in ("config", "revision", "allow_download") if getattr(self, key)]
+        if self.path is not None and hub_only:
+            raise ValueError(f"{', '.join(map(repr, hub_only))}: only for a hub 'dataset', not with 'path'")
+        if self.path is not None and self.split is not None and not Path(self.path).is_dir():
+            raise ValueError("'split' applies to a dataset folder or a hub 'dataset', not to a file")
+        return self
 
 
 class GeneratedSource(Config):
@@ -69,6 +91,25 @@ class DataSection(Config):
         return self
 
 
+class TemplateSection(Config):
+    name: Literal[NAMES] = Field("alpaca", description="How a row becomes a query: alpaca, plain or chat.")  # type: ignore[valid-type]
+    header: str = Field("", description="Text before the query, in zero-shot and one-shot contexts alike.")
+    separator: str = Field("\n\n", description="Text after a one-shot demonstration.")
+    eos: bool = Field(True, description="Append the tokenizer's EOS token to every answer, and score it.")
+    max_length: int = Field(1024, ge=2, description="Longest sequence in tokens; demonstration, then query, cut from the left.")
+    max_answer_tokens: int = Field(512, ge=1, description="Longest answer in tokens; longer ones are cut from the right.")
+
+    @model_validator(mode="after")
+    def _room(self) -> TemplateSection:
+        if self.max_answer_tokens >= self.max_length:
+            raise ValueError(f"max_answer_tokens ({self.max_answer_tokens}) must be below max_length "
+                             f"({self.max_length}), leaving room for the query")
+        return self
+
+    def template(self) -> Template:
+        return Template(**self.model_dump())
+
+
 class LeaderboardSection(Config):
     overlap_fractions: list[float] = Field(
         [0.05, 0.1, 0.2, 0.5], min_length=1, description="Fractions q for the top-q overlap table."
@@ -89,6 +130,7 @@ class SpecModel(Config):
     seed: int = Field(0, ge=0, description="Seed of every seeded step that sets none of its own.")
     model: ModelSection = Field(ModelSection(), description="The model every role starts from.")
     data: DataSection = Field(description="Candidates, anchors and eval set.")
+    template: TemplateSection = Field(TemplateSection(), description="How examples become token sequences.")
     valuators: dict[str, dict[str, Any]] = Field(description="label -> {use: valuator, ...config}.")
     selection: dict[str, dict[str, Any]] = Field({}, description="label -> {use: selector, reference?, ...config}.")
     leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")

@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 QUICKSTART = Path(__file__).parents[1] / "specs" / "quickstart.yaml"
 
 
@@ -10,8 +12,11 @@ def _dvbench(*args):
                           capture_output=True, text=True)
 
 
-def test_run_then_leaderboard_prints_the_saved_tables(tmp_path):
-    run = _dvbench("run", QUICKSTART, "--out", tmp_path)
+def test_run_then_leaderboard_prints_the_saved_tables(tmp_path, tiny_model_dir):
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["model"] = {"name": str(tiny_model_dir)}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
+    run = _dvbench("run", tmp_path / "spec.yaml", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "spearman" in run.stdout and f"wrote {tmp_path}" in run.stdout
     board = _dvbench("leaderboard", tmp_path)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from dvbench.harness.runner import Runner
 from dvbench.harness.spec import load_spec
@@ -16,9 +17,18 @@ def test_shipped_spec_validates(path):
     assert load_spec(path).name == path.stem
 
 
-def test_quickstart_runs(tmp_path):
-    result = Runner(load_spec(SPECS[[p.name for p in SPECS].index("quickstart.yaml")]), tmp_path,
-                    log=lambda line: None).run()
+def on_tiny_model(path: Path, folder: Path, model: Path) -> Path:
+    """A copy of the spec at ``path`` in ``folder``, on the tiny test model instead of its own."""
+    data = yaml.safe_load(path.read_text())
+    data["model"] = {**data.get("model", {}), "name": str(model)}
+    copy = folder / path.name
+    copy.write_text(yaml.safe_dump(data))
+    return copy
+
+
+def test_quickstart_runs(tmp_path, tiny_model_dir):
+    spec = on_tiny_model(SPECS[[p.name for p in SPECS].index("quickstart.yaml")], tmp_path, tiny_model_dir)
+    result = Runner(load_spec(spec), tmp_path / "out", log=lambda line: None).run()
     assert set(result.scores) == {"random-a", "random-b"}
-    selections = pl.read_parquet(tmp_path / "selections/top10.parquet")
+    selections = pl.read_parquet(tmp_path / "out/selections/top10.parquet")
     assert selections.group_by("valuator").len()["len"].to_list() == [30, 30]

@@ -52,10 +52,11 @@ def test_plugins_command_lists_it_unless_autoload_is_off(site):
     assert "length" not in quiet.stdout and "random" in quiet.stdout
 
 
-def test_runs_in_a_spec(site, tmp_path):
+def test_runs_in_a_spec(site, tmp_path, tiny_model_dir):
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "name: lengths\n"
+        f"model: {{name: {tiny_model_dir}}}\n"
         "data: {generated: {candidates: 40, anchors: 2, eval: 0}}\n"
         "valuators:\n"
         "  long: {use: length}\n"

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from dvbench.harness.config import InputError
-from dvbench.harness.data.files import content_id, load_examples
+from dvbench.harness.data.files import content_id, examples_from_rows, load_examples
 from dvbench.harness.data.generated import FACTS, FAMILIES, generate
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
@@ -119,3 +119,11 @@ def test_generated_answers_are_right():
 def test_generator_says_when_a_family_runs_out():
     with pytest.raises(InputError, match="family 'facts' ran out of distinct questions after 80"):
         generate(81, 0, 0, families=("facts",))
+
+
+def test_one_validation_path_for_rows_from_any_source():
+    rows = [("row 1", {"instruction": "Say hi.", "output": "hi"}), ("row 2", {"instruction": "Add.", "output": ""})]
+    assert examples_from_rows("hub dataset x (split train)", rows[:1])[0].id == content_id("Say hi.", "", "hi")
+    with pytest.raises(InputError, match=r"^hub dataset x \(split train\): row 2: field 'output' is missing or empty"):
+        examples_from_rows("hub dataset x (split train)", rows)
+    assert len(examples_from_rows("source", rows, require_output=False)) == 2

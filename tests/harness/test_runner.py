@@ -11,6 +11,7 @@ from dvbench.harness.spec import load_spec
 SPEC = """\
 name: three
 seed: 5
+model: {name: MODEL}
 data:
   generated: {candidates: 120, anchors: 4, eval: 0}
 valuators:
@@ -25,13 +26,18 @@ leaderboard:
 
 
 @pytest.fixture
-def spec_path(tmp_path):
+def spec_text(tiny_model_dir):
+    return SPEC.replace("MODEL", str(tiny_model_dir))
+
+
+@pytest.fixture
+def spec_path(tmp_path, spec_text):
     ids = [c.id for c in generate(120, 4, 0, seed=5)["candidates"]]
     rng = np.random.default_rng(99)
     # Reversed file order and rounded scores: ids must be matched, and ties ordered by id.
     pl.DataFrame({"candidate_id": ids[::-1], "score": rng.integers(0, 20, len(ids)).astype(float)}).write_csv(
         tmp_path / "scores.csv")
-    (tmp_path / "spec.yaml").write_text(SPEC)
+    (tmp_path / "spec.yaml").write_text(spec_text)
     return tmp_path / "spec.yaml"
 
 
@@ -77,11 +83,11 @@ def test_run_writes_scores_and_a_leaderboard_we_recompute(spec_path, tmp_path):
 
     record = json.loads((out / "run.json").read_text())
     assert record["seed"] == 5 and record["spec"]["valuators"]["rand-2"] == {"use": "random", "seed": 2}
-    assert set(record["timings_s"]) == {"data", "valuation", "selection", "leaderboard"}
+    assert set(record["timings_s"]) == {"data", "model", "valuation", "selection", "leaderboard"}
     assert record["plugins"]["valuators.from-file"]["plugin"] == "file"
 
 
-def test_saved_scores_are_reused_only_under_the_same_producer(spec_path, tmp_path):
+def test_saved_scores_are_reused_only_under_the_same_producer(spec_path, spec_text, tmp_path):
     out, notes = tmp_path / "out", []
     Runner(load_spec(spec_path), out, log=notes.append).run()
     first = (out / "scores/rand-1.parquet").read_bytes()
@@ -90,7 +96,7 @@ def test_saved_scores_are_reused_only_under_the_same_producer(spec_path, tmp_pat
     Runner(load_spec(spec_path), out, log=notes.append).run()
     assert sum("reusing saved scores" in n for n in notes) == 3
 
-    spec_path.write_text(SPEC.replace("seed: 1}", "seed: 7}"))
+    spec_path.write_text(spec_text.replace("seed: 1}", "seed: 7}"))
     notes.clear()
     Runner(load_spec(spec_path), out, log=notes.append).run()
     assert any("rand-1: recomputing, produced under other settings (config.seed: 1 -> 7)" in n for n in notes)
@@ -109,10 +115,10 @@ def test_a_changed_or_half_written_file_is_recomputed(spec_path, tmp_path):
     assert (out / "scores/rand-2.parquet").read_bytes() == good
 
 
-def test_data_change_invalidates_scores(spec_path, tmp_path):
+def test_data_change_invalidates_scores(spec_path, spec_text, tmp_path):
     out, notes = tmp_path / "out", []
     Runner(load_spec(spec_path), out, log=notes.append).run()
-    spec_path.write_text(SPEC.replace("candidates: 120", "candidates: 100"))
+    spec_path.write_text(spec_text.replace("candidates: 120", "candidates: 100"))
     notes.clear()
     Runner(load_spec(spec_path), out, log=notes.append).run()
     recomputed = [n for n in notes if "recomputing, produced under other settings (candidates:" in n]
@@ -127,3 +133,19 @@ def test_same_spec_and_seed_give_identical_artifacts(spec_path, tmp_path):
     for rel in files:
         if rel.name != "run.json":
             assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_the_model_and_template_are_part_of_what_produced_the_scores(spec_path, spec_text, tmp_path, tiny_model_dir):
+    out, notes = tmp_path / "out", []
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"]["source"] == str(tiny_model_dir) and record["model"]["fingerprint"]
+    assert record["tokens"]["candidates"]["examples"] == 120 and record["tokens"]["anchors"]["truncated"] == {}
+
+    spec_path.write_text(spec_text + "template: {name: plain, max_length: 40, max_answer_tokens: 12}\n")
+    notes.clear()
+    Runner(load_spec(spec_path), out, log=notes.append).run()
+    assert sum("recomputing, produced under other settings (template." in n for n in notes) == 3
+    assert any(n.startswith("candidates: cut to fit template limits (") for n in notes)
+    tokens = json.loads((out / "run.json").read_text())["tokens"]["candidates"]
+    assert tokens["max_tokens"] <= 40 and tokens["truncated"]["query"] > 0

