@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dvbench.harness.config import Config, ConfigError, ExistingPath, Problem, SpecPath, validate
 from dvbench.harness.data.generated import FAMILIES
@@ -34,6 +34,15 @@ class ModelSection(Config):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; torch's default when unset.")
     allow_download: bool = Field(False, description="Allow hub downloads (off: offline).")
     trust_remote_code: bool = Field(False, description="Run a hub model's own code (off unless you trust it).")
+
+    @field_validator("name")
+    @classmethod
+    def _local(cls, value: str, info: ValidationInfo) -> str:
+        """A name that is a file or folder beside the spec means that path."""
+        base = (info.context or {}).get("base_dir")
+        if value != "embedded" and base is not None and not Path(value).is_absolute() and (base / value).exists():
+            return str((base / value).resolve())
+        return value
 
     def ref(self) -> ModelRef:
         return ModelRef(self.name, self.dtype, self.threads, self.allow_download, self.trust_remote_code)

@@ -32,3 +32,11 @@ def test_quickstart_runs(tmp_path, tiny_model_dir):
     assert set(result.scores) == {"random-a", "random-b"}
     selections = pl.read_parquet(tmp_path / "out/selections/top10.parquet")
     assert selections.group_by("valuator").len()["len"].to_list() == [30, 30]
+
+
+@pytest.mark.slow
+def test_quickstart_runs_on_the_embedded_model(tmp_path):
+    result = Runner(load_spec(SPECS[[p.name for p in SPECS].index("quickstart.yaml")]), tmp_path,
+                    log=lambda line: None).run()
+    assert result.model["source"] == "embedded" and result.model["fingerprint"].startswith("gguf-sha256:")
+    assert result.tokens["candidates"]["examples"] == 300

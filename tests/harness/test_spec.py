@@ -117,3 +117,11 @@ def test_check_command_accepts_a_good_spec(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "check", str(_spec(tmp_path, GOOD))],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "ok" in ok.stdout
+
+
+def test_a_model_beside_the_spec_is_read_from_the_specs_folder(tmp_path):
+    (tmp_path / "my-model").mkdir()
+    spec = _spec(tmp_path, "name: m\nmodel: {name: my-model}\ndata: {generated: {}}\nvaluators: {r: {use: random}}\n")
+    assert load_spec(spec).settings.model.name == str(tmp_path / "my-model")
+    spec = _spec(tmp_path, "name: m\nmodel: {name: org/hub-model}\ndata: {generated: {}}\nvaluators: {r: {use: random}}\n")
+    assert load_spec(spec).settings.model.name == "org/hub-model"

@@ -68,3 +68,21 @@ def test_models_with_scaled_logits_are_refused(tiny, sequences):
 def test_padding_side_is_checked(sequences):
     with pytest.raises(ValueError, match="'left' or 'right'"):
         collate(sequences, "middle")
+
+
+@pytest.mark.slow
+def test_embedded_model_batched_equals_full_logits():
+    from dvbench.harness.data.generated import generate
+    from dvbench.harness.lm.models import load_model
+    from dvbench.harness.lm.template import Template
+    from dvbench.harness.lm.tokens import Encoder
+    from dvbench.harness.records import ModelRef
+
+    model, tok = load_model(ModelRef("embedded"))
+    data = generate(3, 3, 0)
+    enc = Encoder(tok, Template())
+    sequences = [enc.one_shot(z, x) for z in data["candidates"] for x in data["anchors"]]
+    expected = np.array([_naive(model, s) for s in sequences])
+    for side in ("left", "right"):
+        got = answer_loglik(model, sequences, batch_size=4, padding_side=side)
+        np.testing.assert_allclose(got.mean, expected / got.count, rtol=1e-4)

@@ -110,3 +110,24 @@ def test_real_alpaca_rows_keep_identical_answer_tokens_in_every_form():
         for z in candidates[:: 20]:
             assert enc.one_shot(z, x).answer == zero.answer
     assert len(anchors) == 100 and enc.truncated["answer"] > 0 and enc.truncated["demonstration"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
+def test_real_rows_with_the_embedded_tokenizer():
+    from dvbench.harness.lm.models import load_tokenizer
+    from dvbench.harness.records import ModelRef
+
+    tok = load_tokenizer(ModelRef("embedded"))
+    anchors = load_examples(SHARED / "kmeans100_anchors.jsonl")
+    candidates = load_examples(SHARED / "candidates_sample.jsonl")[:100]
+    for name in ("alpaca", "chat"):
+        enc = Encoder(tok, Template(name=name, max_length=4096, max_answer_tokens=2048))
+        for x in anchors:
+            zero = enc.zero_shot(x)
+            assert zero.answer[-1] == tok.eos_token_id and enc.training(x) == zero
+            assert tok.decode(zero.answer[:-1]) == x.output
+            for z in candidates[::10]:
+                one = enc.one_shot(z, x)
+                assert one.answer == zero.answer and one.ids[one.prefix:] == zero.ids[zero.prefix:]
+        assert not enc.truncated
