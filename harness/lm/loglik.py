@@ -126,13 +126,16 @@ def answer_loglik(
     check_model(model)
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
-    sums = np.zeros(len(sequences), dtype=np.float64)
+    batches = []  # kept on the device until the end: no synchronisation per batch
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
             batch = collate([sequences[i] for i in chosen], padding_side, device)
-            sums[chosen] = per_example(batch, token_logprobs(model, batch)).double().cpu().numpy()
+            batches.append(per_example(batch, token_logprobs(model, batch)))
             if advance is not None:
                 advance(len(chosen))
+    sums = np.zeros(len(sequences), dtype=np.float64)
+    if batches:
+        sums[order] = torch.cat(batches).double().cpu().numpy()
     counts = np.array([len(s.answer) for s in sequences], dtype=np.int64)
     return AnswerLogLik(sums, counts)

@@ -74,21 +74,21 @@ def resolve(ref: ModelRef) -> ResolvedModel:
     """
     source = ref.source
     if not source.strip():
-        raise InputError("model.source is empty; give 'embedded', a hub name, a model folder or a .gguf file")
+        raise InputError("model.name is empty; give 'embedded', a hub name, a model folder or a .gguf file")
     if source == EMBEDDED:
         gguf = embedded_gguf()
         return _from_gguf(gguf, f"embedded {gguf.stem}")
     path = Path(source).expanduser()
     if source.lower().endswith(".gguf"):
         if not path.is_file():
-            raise InputError(f"no such GGUF file: {path}; check model.source")
+            raise InputError(f"no such GGUF file: {path}; check model.name")
         return _from_gguf(path.resolve(), str(path.resolve()))
     if path.is_dir():
         return _from_folder(path.resolve(), f"local folder {path.resolve()}")
     if path.exists():
-        raise InputError(f"model.source {source!r} is a file; give a model folder (with config.json) or a .gguf file")
+        raise InputError(f"model.name {source!r} is a file; give a model folder (with config.json) or a .gguf file")
     if source.startswith(_PATH_PREFIXES):
-        raise InputError(f"no such model folder: {path.absolute()}; check model.source")
+        raise InputError(f"no such model folder: {path.absolute()}; check model.name")
     return _from_hub(ref)
 
 
@@ -208,7 +208,7 @@ def _from_hub(ref: ModelRef) -> ResolvedModel:
         folder = snapshot_download(name, local_files_only=not online, ignore_patterns=_HUB_SKIP)
     except HFValidationError:
         raise InputError(
-            f"model.source {name!r} is no existing folder, .gguf file or valid hub name; check model.source"
+            f"model.name {name!r} is no existing folder, .gguf file or valid hub name; check model.name"
         ) from None
     except RepositoryNotFoundError:
         raise InputError(

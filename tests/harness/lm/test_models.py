@@ -160,7 +160,7 @@ def test_large_files_count_by_size_and_time(folder, monkeypatch):
 
 
 @pytest.mark.parametrize("source, words", [
-    ("", "model.source is empty"),
+    ("", "model.name is empty"),
     ("./no/such/folder", "no such model folder"),
     ("/no/such/folder", "no such model folder"),
     ("~/no-such-dvbench-folder", "no such model folder"),
