@@ -125,3 +125,14 @@ def test_a_model_beside_the_spec_is_read_from_the_specs_folder(tmp_path):
     assert load_spec(spec).settings.model.name == str(tmp_path / "my-model")
     spec = _spec(tmp_path, "name: m\nmodel: {name: org/hub-model}\ndata: {generated: {}}\nvaluators: {r: {use: random}}\n")
     assert load_spec(spec).settings.model.name == "org/hub-model"
+
+
+def test_template_settings_are_checked_and_reach_the_template(tmp_path):
+    base = "name: t\ndata: {generated: {}}\nvaluators: {r: {use: random}}\n"
+    message = _error(tmp_path, base + "template: {name: vicuna}\n")
+    assert "template.name (line 4): expected 'alpaca', 'plain' or 'chat'; got 'vicuna'" in message
+    message = _error(tmp_path, base + "template: {max_length: 64, max_answer_tokens: 64}\n")
+    assert "template (line 4): max_answer_tokens (64) must be below max_length (64)" in message
+    spec = load_spec(_spec(tmp_path, base + "template: {name: plain, header: 'Q: ', eos: false}\n"))
+    template = spec.settings.template.template()
+    assert (template.name, template.header, template.eos, template.max_length) == ("plain", "Q: ", False, 1024)
