@@ -119,3 +119,37 @@ def _difference(old: Any, new: Any, path: str = "") -> str:
             if canonical(old.get(key)) != canonical(new.get(key)):
                 return _difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
     return f"{path or 'producer'}: {json.dumps(old, default=_jsonable)[:60]} -> {json.dumps(new, default=_jsonable)[:60]}"
+
+
+class Shards:
+    """A valuator's intermediate arrays in ``task.work``, one atomic ``.npz`` file per shard.
+
+    A shard written once is read back, not recomputed: an interrupted run resumes from the
+    finished shards, and spec entries that share the work folder share the work. The runner
+    names the folder after everything that produced it, so a shard never outlives its inputs.
+    With no folder, nothing is kept.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = None if folder is None else Path(folder)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The arrays of shard ``name``, or ``None`` when it was never finished."""
+        if self.folder is None or not (self.folder / f"{name}.npz").is_file():
+            return None
+        import numpy as np
+
+        with np.load(self.folder / f"{name}.npz", allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+    def put(self, name: str, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """Save ``arrays`` as shard ``name`` (atomically) and return them."""
+        if self.folder is not None:
+            import numpy as np
+
+            def write(tmp: Path) -> None:
+                with tmp.open("wb") as handle:
+                    np.savez(handle, **arrays)
+
+            write_atomic(self.folder / f"{name}.npz", write)
+        return dict(arrays)

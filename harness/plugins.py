@@ -19,6 +19,7 @@ from dvbench.harness.roles import ROLES, Plugin
 DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.random",
     "dvbench.plugins.valuators.file",
+    "dvbench.plugins.valuators.icp",
     "dvbench.plugins.selectors.top_k",
     "dvbench.plugins.selectors.random",
 )

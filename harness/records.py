@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -64,7 +65,12 @@ class ModelRef:
 @dataclass(frozen=True)
 class ValuationTask:
     """What a valuator scores: every candidate against the anchor task set, with the model and
-    the template (``dvbench.harness.lm``) every method shares."""
+    the template (``dvbench.harness.lm``) every method shares.
+
+    ``work`` is a folder for the valuator's intermediate results (see
+    :class:`~dvbench.harness.artifacts.Shards`), private to this valuator, data, model and
+    config (up to the valuator's ``derived`` keys); ``None`` keeps everything in memory.
+    """
 
     candidates: tuple[Example, ...]
     anchors: tuple[Example, ...]
@@ -72,13 +78,16 @@ class ValuationTask:
     seed: int = 0
     template: Template = Template()
     progress: Progress = field(default_factory=Progress, compare=False)
+    work: Path | None = None
 
 
 @dataclass(frozen=True)
 class Scores:
     """One score per candidate (higher = more valuable), optionally per anchor (N x M).
 
-    ``valuator``, ``version`` and ``config`` record what produced the scores.
+    ``valuator``, ``version`` and ``config`` record what produced the scores. ``details`` holds
+    the raw arrays the scores were aggregated from (saved beside them, so every aggregate can be
+    derived again); ``stats`` holds counts worth reporting (ties, truncations).
     """
 
     candidate_ids: tuple[str, ...]
@@ -88,8 +97,15 @@ class Scores:
     config: Mapping[str, Any]
     per_anchor: np.ndarray | None = None
     anchor_ids: tuple[str, ...] | None = None
+    details: Mapping[str, np.ndarray] = field(default_factory=dict)
+    stats: Mapping[str, int | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        details = {name: np.array(array) for name, array in self.details.items()}
+        for array in details.values():
+            array.setflags(write=False)
+        object.__setattr__(self, "details", MappingProxyType(details))
+        object.__setattr__(self, "stats", MappingProxyType(dict(self.stats)))
         ids = tuple(self.candidate_ids)
         object.__setattr__(self, "candidate_ids", ids)
         values = _frozen_array(self.values, f"scores of {self.valuator}", (len(ids),))

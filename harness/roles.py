@@ -44,6 +44,9 @@ class Valuator(Plugin):
     """Scores every candidate against the anchors; higher = more valuable."""
 
     role = "valuator"
+    #: Config keys that only change how saved work is aggregated (``aggregate``): spec entries
+    #: that differ only in these share one ``task.work`` folder, so the work is done once.
+    derived: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def score(self, task: ValuationTask) -> Scores:
@@ -54,6 +57,9 @@ class Valuator(Plugin):
         task: ValuationTask,
         values: Sequence[float] | np.ndarray,
         per_anchor: np.ndarray | None = None,
+        *,
+        details: Mapping[str, np.ndarray] | None = None,
+        stats: Mapping[str, int | float] | None = None,
     ) -> Scores:
         """Stamp raw values (in ``task.candidates`` order) as this valuator's :class:`Scores`."""
         return Scores(
@@ -64,6 +70,8 @@ class Valuator(Plugin):
             config=self.provenance()["config"],
             per_anchor=per_anchor,
             anchor_ids=tuple(a.id for a in task.anchors) if per_anchor is not None else None,
+            details=details or {},
+            stats=stats or {},
         )
 
 

@@ -4,6 +4,9 @@ Artifacts land under the output folder, each with a record of its producer:
 
     scores/<label>.parquet             candidate_id, score
     scores/<label>.per_anchor.parquet  candidate_id, one column per anchor id (when given)
+    scores/<label>.details.npz         the arrays the scores were aggregated from (when given)
+    scores/<label>.stats.json          counts the valuator reports: ties, truncations (when given)
+    work/<valuator>-<key>/             a valuator's finished shards; key.json says what produced them
     selections/<selector>.parquet      valuator, subset, rank, candidate_id
     leaderboard/<table>.{parquet,csv,md}
     run.json                           resolved spec, versions, seed, timings per stage
@@ -14,6 +17,7 @@ reused; any other scores file is recomputed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -22,10 +26,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from dvbench.harness import __version__, leaderboard, report
-from dvbench.harness.artifacts import ArtifactStore, fingerprint, write_text_atomic
+from dvbench.harness.artifacts import ArtifactStore, canonical, fingerprint, write_text_atomic
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.data.hf import load_hub_examples
@@ -164,8 +169,10 @@ class Runner:
         if why != "not computed yet":
             self.log(f"scores/{use.label}: recomputing, {why}")
         task = ValuationTask(data.candidates, data.anchors, self.spec.settings.model.ref(),
-                             self.spec.settings.seed, self.progress, self.template)
+                             seed=self.spec.settings.seed, template=self.template, progress=self.progress,
+                             work=self._work(valuator, producer))
         scores = valuator.score(task)
+        self._work(valuator, producer)  # records what produced the shards, if any were written
         if scores.candidate_ids != tuple(c.id for c in data.candidates):
             raise RuntimeError(f"valuator {use.label!r} ({valuator.name}) returned scores for another pool")
         writers = {".parquet": pl.DataFrame({"candidate_id": scores.candidate_ids,
@@ -174,8 +181,23 @@ class Runner:
             matrix = pl.DataFrame({"candidate_id": scores.candidate_ids,
                                    **dict(zip(scores.anchor_ids, scores.per_anchor))})
             writers[".per_anchor.parquet"] = matrix.write_parquet
+        if scores.details:
+            writers[".details.npz"] = lambda tmp: _write_npz(tmp, scores.details)
+        if scores.stats:
+            writers[".stats.json"] = lambda tmp: tmp.write_text(json.dumps(dict(scores.stats), indent=2) + "\n")
+            self.log(f"scores/{use.label}: " + ", ".join(f"{k} {v}" for k, v in scores.stats.items()))
         self.store.save(name, producer, writers)
         return scores
+
+    def _work(self, valuator, producer: dict) -> Path:
+        """The valuator's work folder: named after its producer, less the config keys that only
+        change the aggregation, so entries differing only in those share it."""
+        config = {k: v for k, v in producer["config"].items() if k not in valuator.derived}
+        key = {**producer, "config": config}
+        folder = self.out / "work" / f"{valuator.name}-{hashlib.sha256(canonical(key).encode()).hexdigest()[:16]}"
+        if folder.is_dir() and not (folder / "key.json").exists():
+            write_text_atomic(folder / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
+        return folder
 
     def _select(self, use: Use, scores: dict[str, Scores]) -> dict[str, Selection]:
         reference = scores[use.reference] if use.reference else None
@@ -228,11 +250,21 @@ class Runner:
         write_text_atomic(self.out / "run.json", json.dumps(record, indent=2) + "\n")
 
 
+def _write_npz(path: Path, arrays) -> None:
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def _read_scores(files: dict[str, Path], provenance: dict) -> Scores:
     frame = pl.read_parquet(files[".parquet"])
     per_anchor, anchor_ids = None, None
     if ".per_anchor.parquet" in files:
         matrix = pl.read_parquet(files[".per_anchor.parquet"]).drop("candidate_id")
         anchor_ids, per_anchor = tuple(matrix.columns), matrix.to_numpy().T
+    details = {}
+    if ".details.npz" in files:
+        with np.load(files[".details.npz"], allow_pickle=False) as data:
+            details = {key: data[key] for key in data.files}
+    stats = json.loads(files[".stats.json"].read_text()) if ".stats.json" in files else {}
     return Scores(tuple(frame["candidate_id"].to_list()), frame["score"].to_numpy(), provenance["plugin"],
-                  provenance["version"], provenance["config"], per_anchor, anchor_ids)
+                  provenance["version"], provenance["config"], per_anchor, anchor_ids, details, stats)

@@ -90,8 +90,7 @@ def token_logprobs(model, batch: Batch, hidden: torch.Tensor | None = None) -> t
     for start in range(0, len(targets), HEAD_ROWS):
         rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
         logits = torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias)
-        picked = logits.gather(-1, targets[start:start + HEAD_ROWS, None])[:, 0]
-        chunks.append(picked - torch.logsumexp(logits, -1))
+        chunks.append(logits.log_softmax(-1).gather(-1, targets[start:start + HEAD_ROWS, None])[:, 0])
     return torch.cat(chunks)
 
 

@@ -63,7 +63,5 @@ class Template:
         user = example.instruction + (f"\n\n{example.input}" if example.input else "")
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("template 'chat' needs a tokenizer with a chat template; use 'alpaca' or 'plain'")
-        text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                              add_generation_prompt=True)
-        bos = tokenizer.bos_token
-        return text[len(bos):] if bos and text.startswith(bos) else text  # BOS is added as an id

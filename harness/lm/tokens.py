@@ -68,7 +68,11 @@ class Encoder:
         """``(query ids, answer ids)`` of ``example``; the answer cut to ``max_answer_tokens``
         (counted once per example) and followed by EOS unless cut."""
         if example not in self._pieces:
-            query = self._ids(self.template.query(example, self.tokenizer))
+            text = self.template.query(example, self.tokenizer)
+            bos = self.tokenizer.bos_token
+            if self.bos and bos and text.startswith(bos):  # a chat template's own BOS: added as an id
+                text = text[len(bos):]
+            query = self._ids(text)
             answer = self._ids(example.output)
             if len(answer) > self.template.max_answer_tokens:
                 self.truncated["answer"] += 1

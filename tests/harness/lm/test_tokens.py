@@ -43,12 +43,15 @@ def test_alpaca_and_plain_queries():
     assert Template(name="plain").query(X) == "Name a colour.\n\n"
 
 
-def test_chat_query_uses_the_tokenizers_template_without_a_second_bos():
+def test_chat_query_uses_the_tokenizers_template_with_one_bos():
     tok = byte_tokenizer()
     tok.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
                          "{% if add_generation_prompt %}<assistant>{% endif %}")
-    assert Template(name="chat").query(Z, tok) == "<user>Add the numbers.\n\n2, 3<assistant>"
-    assert Encoder(tok, Template(name="chat")).zero_shot(Z).ids.count(tok.bos_token_id) == 1
+    assert Template(name="chat").query(Z, tok) == "<s><user>Add the numbers.\n\n2, 3<assistant>"
+    seq = Encoder(tok, Template(name="chat")).zero_shot(Z)
+    assert seq.ids.count(tok.bos_token_id) == 1 and seq.ids[:2] == (tok.bos_token_id, _ids(tok, "<")[0])
+    tok.backend_tokenizer.post_processor = None  # a tokenizer that adds no BOS keeps the template's own
+    assert Encoder(tok, Template(name="chat")).zero_shot(Z).ids[0] == tok.bos_token_id
     with pytest.raises(ValueError, match="chat template"):
         Template(name="chat").query(Z, byte_tokenizer())
 
@@ -127,6 +130,8 @@ def test_real_rows_with_the_embedded_tokenizer():
             zero = enc.zero_shot(x)
             assert zero.answer[-1] == tok.eos_token_id and enc.training(x) == zero
             assert tok.decode(zero.answer[:-1]) == x.output
+            if name == "chat":
+                assert tok.decode(zero.ids[:zero.answer_start]).startswith("<|im_start|>system\n")
             for z in candidates[::10]:
                 one = enc.one_shot(z, x)
                 assert one.answer == zero.answer and one.ids[one.prefix:] == zero.ids[zero.prefix:]
