@@ -21,7 +21,7 @@ def test_run_then_leaderboard_prints_the_saved_tables(tmp_path, tiny_model_dir):
     assert "spearman" in run.stdout and f"wrote {tmp_path}" in run.stdout
     board = _dvbench("leaderboard", tmp_path)
     assert board.returncode == 0
-    assert "random-a" in board.stdout and "overlap" in board.stdout and "spearman" in board.stdout
+    assert "icp-mean" in board.stdout and "overlap" in board.stdout and "spearman" in board.stdout
 
 
 def test_leaderboard_of_an_empty_folder_says_what_to_do(tmp_path):

@@ -29,9 +29,13 @@ def on_tiny_model(path: Path, folder: Path, model: Path) -> Path:
 def test_quickstart_runs(tmp_path, tiny_model_dir):
     spec = on_tiny_model(SPECS[[p.name for p in SPECS].index("quickstart.yaml")], tmp_path, tiny_model_dir)
     result = Runner(load_spec(spec), tmp_path / "out", log=lambda line: None).run()
-    assert set(result.scores) == {"random-a", "random-b"}
+    assert set(result.scores) == {"icp", "icp-mean", "random"}
+    assert len(list((tmp_path / "out" / "work").glob("icp-*"))) == 1  # both ICP entries share one computation
+    icp, mean = result.scores["icp"], result.scores["icp-mean"]
+    assert icp.values.tolist() == (icp.per_anchor > 0).mean(axis=0).tolist()
+    assert mean.values.tolist() == mean.per_anchor.mean(axis=0).tolist()
     selections = pl.read_parquet(tmp_path / "out/selections/top10.parquet")
-    assert selections.group_by("valuator").len()["len"].to_list() == [30, 30]
+    assert selections.group_by("valuator").len()["len"].to_list() == [6, 6, 6]
 
 
 @pytest.mark.slow
@@ -39,4 +43,4 @@ def test_quickstart_runs_on_the_embedded_model(tmp_path):
     result = Runner(load_spec(SPECS[[p.name for p in SPECS].index("quickstart.yaml")]), tmp_path,
                     log=lambda line: None).run()
     assert result.model["source"] == "embedded" and result.model["fingerprint"].startswith("gguf-sha256:")
-    assert result.tokens["candidates"]["examples"] == 300
+    assert result.tokens["candidates"]["examples"] == 64 and result.scores["icp"].stats["pairs"] == 512

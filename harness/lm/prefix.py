@@ -20,13 +20,19 @@ from dvbench.harness.lm.loglik import collate, per_example, token_logprobs
 from dvbench.harness.lm.tokens import Sequence
 
 
+SLACK = 0.15  # a run ends where a continuation is this much shorter than the run's longest
+
+
 def chunks(lengths: Seq[int], prefix: int, batch_size: int, max_tokens: int) -> list[slice]:
     """Consecutive runs of at most ``batch_size`` continuations whose padded batch, ``prefix``
-    keys included, stays within ``max_tokens`` (a lone continuation always forms a run)."""
+    keys included, stays within ``max_tokens`` and whose lengths differ by less than ``SLACK``
+    (little padding); a lone continuation always forms a run."""
     runs, start = [], 0
     while start < len(lengths):
         end, width = start + 1, lengths[start]
         while end < len(lengths) and end - start < batch_size:
+            if lengths[end] < (1 - SLACK) * width or lengths[end] > width / (1 - SLACK):
+                break
             width = max(width, lengths[end])
             if (end + 1 - start) * (prefix + width) > max_tokens:
                 break

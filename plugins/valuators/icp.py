@@ -37,7 +37,7 @@ from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
 SHARD = 64  # candidates per saved shard
-GROUP = 4  # batches of pairs per group of candidates whose prefixes run together
+GROUP = 1  # batches of pairs per group of candidates whose prefixes run together
 
 
 class IcpValuator(Valuator):
@@ -98,7 +98,7 @@ class IcpValuator(Valuator):
         batches of similar lengths (little padding)."""
         encoder.truncated.clear()
         sums = np.empty((len(anchors), len(block)))
-        group = -(-GROUP * self.config.batch_size // len(anchors))
+        group = max(1, -(-GROUP * self.config.batch_size // len(anchors)))
         for first in range(0, len(block), group):
             prefixes, shared, alone = [], [], []
             for j in range(first, min(first + group, len(block))):
