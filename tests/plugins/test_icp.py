@@ -1,6 +1,7 @@
 """ICP against a naive per-pair computation: one full forward per (z, x), no batching, no cache."""
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,19 @@ def test_contract(task):
 def test_no_anchors_is_an_error(task):
     with pytest.raises(ValueError, match="at least one anchor"):
         _icp().score(ValuationTask(task.candidates, (), task.model))
+
+
+SHARED = Path(__file__).parents[2].parent / "shared" / "data" / "alpaca_gpt4"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
+def test_real_pairs_on_the_embedded_model_equal_the_naive_computation():
+    from dvbench.harness.data.files import load_examples
+
+    candidates = load_examples(SHARED / "candidates_sample.jsonl")[:3]
+    anchors = load_examples(SHARED / "kmeans100_anchors.jsonl")[:4]
+    task = ValuationTask(candidates, anchors, ModelRef("embedded"), template=Template(max_length=512, max_answer_tokens=200))
+    expected = naive(task)
+    for config in ({}, {"padding_side": "left", "batch_size": 3}):
+        np.testing.assert_allclose(_icp(**config).score(task).per_anchor, expected, rtol=0, atol=1e-4)
