@@ -65,10 +65,12 @@ def _differences(zero, one, encoder, anchors):
 
 
 def naive(model, encoder, task):
+    device = next(model.parameters()).device
+
     def total(seq):
+        ids = torch.tensor(seq.ids, device=device)
         with torch.inference_mode():
-            logp = model(torch.tensor([seq.ids])).logits[0].float().log_softmax(-1)
-        ids = torch.tensor(seq.ids)
+            logp = model(ids[None]).logits[0].float().log_softmax(-1)
         return logp[seq.answer_start - 1:-1].gather(-1, ids[seq.answer_start:, None]).sum().item()
 
     zero = np.array([total(encoder.zero_shot(x)) for x in task.anchors])
@@ -81,13 +83,14 @@ def paper(model, encoder, task):
         [encoder.one_shot(z, x) for x in task.anchors for z in task.candidates]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i].ids))
     sums = np.zeros(len(seqs))
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(order), 32):
             chosen = order[start:start + 32]
-            batch = collate([seqs[i] for i in chosen])
+            batch = collate([seqs[i] for i in chosen], device=device)
             logp = model(input_ids=batch.ids, attention_mask=batch.mask).logits.float().log_softmax(-1)
             token = logp[batch.rows, batch.cols - 1].gather(-1, batch.ids[batch.rows, batch.cols][:, None])[:, 0]
-            sums[chosen] = torch.zeros(len(chosen)).index_add(0, batch.rows, token).numpy()
+            sums[chosen] = torch.zeros(len(chosen), device=device).index_add(0, batch.rows, token).cpu().numpy()
     n = len(task.anchors)
     return _differences(sums[:n], sums[n:].reshape(n, -1), encoder, task.anchors)
 
