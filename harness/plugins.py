@@ -20,6 +20,7 @@ DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.random",
     "dvbench.plugins.valuators.file",
     "dvbench.plugins.valuators.icp",
+    "dvbench.plugins.valuators.grad_ip",
     "dvbench.plugins.selectors.top_k",
     "dvbench.plugins.selectors.random",
 )

@@ -70,6 +70,8 @@ class ValuationTask:
     ``work`` is a folder for the valuator's intermediate results (see
     :class:`~dvbench.harness.artifacts.Shards`), private to this valuator, data, model and
     config (up to the valuator's ``derived`` keys); ``None`` keeps everything in memory.
+    ``tracked`` is the spec's pattern of tracked linear layers for gradient methods (see
+    :func:`~dvbench.harness.lm.grads.tracked_linears`); ``None``: the default layers.
     """
 
     candidates: tuple[Example, ...]
@@ -79,6 +81,7 @@ class ValuationTask:
     template: Template = Template()
     progress: Progress = field(default_factory=Progress, compare=False)
     work: Path | None = None
+    tracked: str | None = None
 
 
 @dataclass(frozen=True)

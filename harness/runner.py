@@ -107,7 +107,8 @@ class Runner:
             advance(1)
         with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
             inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
-                      "model": result.model, "template": asdict(self.template), "seed": self.spec.settings.seed}
+                      "model": result.model, "template": asdict(self.template), "tracked": self.spec.settings.tracked,
+                      "seed": self.spec.settings.seed}
             for use in self.spec.valuators.values():
                 result.scores[use.label] = self._scores(use, data, inputs)
                 advance(1)
@@ -170,7 +171,7 @@ class Runner:
             self.log(f"scores/{use.label}: recomputing, {why}")
         task = ValuationTask(data.candidates, data.anchors, self.spec.settings.model.ref(),
                              seed=self.spec.settings.seed, template=self.template, progress=self.progress,
-                             work=self._work(valuator, producer))
+                             work=self._work(valuator, producer), tracked=self.spec.settings.tracked)
         scores = valuator.score(task)
         self._work(valuator, producer)  # records what produced the shards, if any were written
         if scores.candidate_ids != tuple(c.id for c in data.candidates):

@@ -140,6 +140,8 @@ class SpecModel(Config):
     model: ModelSection = Field(ModelSection(), description="The model every role starts from.")
     data: DataSection = Field(description="Candidates, anchors and eval set.")
     template: TemplateSection = Field(TemplateSection(), description="How examples become token sequences.")
+    tracked: str | None = Field(None, min_length=1, description="Regex of the linear layers gradient methods track; "
+                                                                "unset: every linear layer in the transformer blocks.")
     valuators: dict[str, dict[str, Any]] = Field(description="label -> {use: valuator, ...config}.")
     selection: dict[str, dict[str, Any]] = Field({}, description="label -> {use: selector, reference?, ...config}.")
     leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")
@@ -150,6 +152,16 @@ class SpecModel(Config):
     def _some_valuator(cls, value: dict) -> dict:
         if not value:
             raise ValueError("declare at least one valuator, as 'label: {use: random}'")
+        return value
+
+    @field_validator("tracked")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"not a valid regular expression ({error})") from None
         return value
 
     @field_validator("name")

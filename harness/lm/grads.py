@@ -125,3 +125,32 @@ def per_example_grads(
     device = next(model.parameters()).device
     terms, _ = layer_terms(model, collate(sequences, padding_side, device), linears)
     return {name: t.gradients() for name, t in terms.items()}
+
+
+def sum_gradients(
+    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *, batch_size: int = 8,
+    advance=None,
+) -> dict[str, torch.Tensor]:
+    """``Σ_i ∇_W L(θ, x_i)`` of every tracked layer, one forward and backward per batch, with no
+    per-example gradient formed."""
+    device = next(model.parameters()).device
+    total: dict[str, torch.Tensor] = {}
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
+        for name, t in terms.items():
+            grad = torch.einsum("bto,bti->oi", t.output_grads, t.inputs)
+            total[name] = grad if name not in total else total[name] + grad
+        if advance is not None:
+            advance(len(chunk))
+    return total
+
+
+def dot_gradients(terms: dict[str, LayerTerms], vectors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``∇_W L(θ, x_i) · V`` per example of a batch, summed over layers, from the layer terms:
+    ``Σ_t g_t · (V a_t)``, so no per-example gradient is formed."""
+    total = None
+    for name, t in terms.items():
+        value = torch.einsum("bto,bto->b", t.output_grads, t.inputs @ vectors[name].T.to(t.inputs.dtype))
+        total = value if total is None else total + value
+    return total
