@@ -1,0 +1,117 @@
+"""``one_step``: one fine-tuning step on each candidate, then every anchor's zero-shot score.
+
+For each candidate ``z``: ``θ' = θ − η ∇L(θ, z)`` on the tracked linear weights (plain SGD,
+SPEC.md), then ``s_zs(x; θ') − s_zs(x; θ)`` for every anchor. ``indicator`` (default; the
+paper's FT score) is the fraction of anchors whose score rose (strict), ``mean_difference`` the
+mean change.
+
+The step is taken in place and undone by copying back the weights saved once at the start:
+bit for bit, with no model reload and no copy per candidate. The candidate's gradient comes
+from one forward and backward (``Σ_t g_t a_tᵀ`` per layer); the anchors' sequences are the
+zero-shot ones, batched as :func:`~dvbench.harness.lm.loglik.answer_loglik` does.
+``optimizer: adamw_beta0`` is the paper's released step: ``torch.optim.AdamW`` with betas
+(0, 0), weight decay 0.1, after clipping the gradient's norm to 1.0 (lit-gpt's defaults).
+
+Saved beside the scores (``details``): ``zero_shot`` (N) and ``stepped`` (N x M), the mean
+answer log-probabilities before and after each step. Work is kept in shards of candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from dvbench.harness.artifacts import Shards
+from dvbench.harness.config import Config
+from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.grads import layer_terms, tracked_linears
+from dvbench.harness.lm.loglik import answer_loglik, collate
+from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.tokens import Encoder
+from dvbench.harness.records import Scores, ValuationTask
+from dvbench.harness.roles import Valuator
+
+SHARD = 64  # candidates per saved shard
+
+
+class OneStepValuator(Valuator):
+    """The FT score: how often one gradient step on a candidate raises an anchor's likelihood."""
+
+    name = "one_step"
+    version = "1.0.0"
+    derived = ("aggregate",)
+
+    class Config(Config):
+        aggregate: Literal["indicator", "mean_difference"] = Field(
+            "indicator", description="indicator: fraction of anchors whose s_zs rose (strict); "
+                                     "mean_difference: mean change of s_zs.")
+        learning_rate: float = Field(2e-5, gt=0, description="Step size η.")
+        optimizer: Literal["sgd", "adamw_beta0"] = Field(
+            "sgd", description="sgd: θ − η∇L; adamw_beta0: the paper's released AdamW step (betas 0, "
+                               "weight decay 0.1, gradient norm clipped to 1).")
+        batch_size: int = Field(64, ge=1, description="Anchor sequences per forward.")
+
+    def score(self, task: ValuationTask) -> Scores:
+        if not task.anchors:
+            raise ValueError("one_step needs at least one anchor; give data.anchors")
+        model, tokenizer = load_model(task.model)
+        encoder = Encoder(tokenizer, task.template)
+        linears = tracked_linears(model, task.tracked)
+        weights = [m.weight for m in linears.values()]
+        anchors = [encoder.zero_shot(x) for x in task.anchors]
+        shards = Shards(task.work)
+        zero = shards.get("zero_shot") or shards.put("zero_shot", {"zero_shot": self._scores(model, anchors)})
+        saved = [w.detach().clone() for w in weights]
+        blocks = []
+        with task.progress.task(f"one_step {len(task.candidates)} x {len(anchors)}",
+                                len(task.candidates) * len(anchors), "pairs") as advance:
+            for start in range(0, len(task.candidates), SHARD):
+                block = task.candidates[start:start + SHARD]
+                shard = shards.get(f"stepped-{start:08d}")
+                if shard is None:
+                    stepped = np.empty((len(anchors), len(block)))
+                    for j, z in enumerate(block):
+                        self._step(model, linears, encoder.training(z))
+                        stepped[:, j] = self._scores(model, anchors)
+                        with torch.no_grad():
+                            for w, original in zip(weights, saved):
+                                w.copy_(original)
+                        advance(len(anchors))
+                    shard = shards.put(f"stepped-{start:08d}", {"stepped": stepped})
+                else:
+                    advance(len(block) * len(anchors))
+                blocks.append(shard["stepped"])
+        stepped = np.concatenate(blocks, axis=1)
+        difference = stepped - zero["zero_shot"][:, None]
+        values = (difference > 0).mean(axis=0) if self.config.aggregate == "indicator" else difference.mean(axis=0)
+        stats = {"pairs": int(difference.size), "ties": int((difference == 0).sum())}
+        return self.scores(task, values, difference, details={"zero_shot": zero["zero_shot"], "stepped": stepped},
+                           stats=stats)
+
+    def _scores(self, model, anchors) -> np.ndarray:
+        return answer_loglik(model, anchors, batch_size=self.config.batch_size).mean
+
+    def _step(self, model, linears, sequence) -> None:
+        """Move the tracked weights one step down ``∇L(θ, z)``, in place."""
+        terms, _ = layer_terms(model, collate([sequence], "right", next(model.parameters()).device), linears)
+        weights = [m.weight for m in linears.values()]
+        grads = [terms[name].gradients()[0].to(m.weight.dtype) for name, m in linears.items()]
+        if self.config.optimizer == "sgd":
+            with torch.no_grad():
+                for w, g in zip(weights, grads):
+                    w.add_(g, alpha=-self.config.learning_rate)
+            return
+        for w, g in zip(weights, grads):
+            w.grad = g
+        torch.nn.utils.clip_grad_norm_(weights, 1.0)
+        torch.optim.AdamW(weights, lr=self.config.learning_rate, betas=(0.0, 0.0), weight_decay=0.1).step()
+        for w in weights:
+            w.grad = None
+
+
+@hookimpl
+def dvbench_register_valuators(register):
+    register(OneStepValuator)
