@@ -108,13 +108,16 @@ def layer_terms(model: nn.Module, batch: Batch, linears: dict[str, nn.Linear]) -
     finally:
         for handle in handles:
             handle.remove()
-    mask = batch.mask.bool()[..., None]
+    rows, cols = (~batch.mask.bool()).nonzero(as_tuple=True)  # padding: zeroed, as it may hold NaN
     terms = {}
     for name, grad in zip(names, grads):
-        a = inputs[name]
-        g = torch.zeros_like(outputs[name]) if grad is None else grad
-        dtype = torch.promote_types(a.dtype, torch.float32)
-        terms[name] = LayerTerms(torch.where(mask, a, 0).to(dtype), torch.where(mask, g, 0).to(dtype))
+        dtype = torch.promote_types(inputs[name].dtype, torch.float32)
+        a = inputs[name].to(dtype)
+        g = (torch.zeros_like(outputs[name]) if grad is None else grad).to(dtype)
+        if len(rows):  # in place: the forward's activations are no longer needed
+            a[rows, cols] = 0
+            g[rows, cols] = 0
+        terms[name] = LayerTerms(a, g)
     return terms, losses.detach()
 
 
@@ -148,9 +151,16 @@ def sum_gradients(
 
 def dot_gradients(terms: dict[str, LayerTerms], vectors: dict[str, torch.Tensor]) -> torch.Tensor:
     """``∇_W L(θ, x_i) · V`` per example of a batch, summed over layers, from the layer terms:
-    ``Σ_t g_t · (V a_t)``, so no per-example gradient is formed."""
-    total = None
+    ``Σ_t g_t · (V a_t)``, so no per-example gradient is formed. Layers fed the same input (an
+    attention block's q, k and v) share one product with their stacked ``V``s."""
+    groups: dict[int, list[str]] = {}
     for name, t in terms.items():
-        value = torch.einsum("bto,bto->b", t.output_grads, t.inputs @ vectors[name].T.to(t.inputs.dtype))
-        total = value if total is None else total + value
+        groups.setdefault(t.inputs.data_ptr(), []).append(name)
+    total = 0
+    for names in groups.values():
+        a = terms[names[0]].inputs
+        stacked = torch.cat([vectors[n] for n in names]).to(a.dtype) if len(names) > 1 else vectors[names[0]].to(a.dtype)
+        products = torch.split(a @ stacked.T, [vectors[n].shape[0] for n in names], dim=-1)
+        for name, product in zip(names, products):
+            total = total + (terms[name].output_grads * product).sum((1, 2))
     return total

@@ -69,10 +69,18 @@ class GradIpValuator(Valuator):
         return self.scores(task, values, matrix)
 
     def _mean(self, model, linears, anchors, candidates, progress) -> np.ndarray:
-        device = next(model.parameters()).device
+        return self.candidate_dots(model, linears, self.anchor_mean(model, linears, anchors, progress),
+                                   candidates, progress)
+
+    def anchor_mean(self, model, linears, anchors, progress) -> dict[str, torch.Tensor]:
+        """``mean_i ∇L(θ, x_i)`` per tracked layer."""
         with progress.task("grad_ip anchors", len(anchors), "sequences") as advance:
             total = sum_gradients(model, anchors, linears, batch_size=self.config.batch_size, advance=advance)
-        mean = {name: g / len(anchors) for name, g in total.items()}
+        return {name: g / len(anchors) for name, g in total.items()}
+
+    def candidate_dots(self, model, linears, mean, candidates, progress) -> np.ndarray:
+        """``∇L(θ, z) · mean`` per candidate: one forward and backward each."""
+        device = next(model.parameters()).device
         values = []
         with progress.task("grad_ip candidates", len(candidates), "candidates") as advance:
             for start in range(0, len(candidates), self.config.batch_size):
