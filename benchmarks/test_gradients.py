@@ -170,3 +170,15 @@ def test_one_step_ratios(record_property):
     for name, value in ratios.items():
         record_property(name, round(value, 3))
     assert ratios["one_step_over_icp"] <= 1.3 and ratios["restore_share_of_candidate"] <= 0.05, ratios
+
+
+@pytest.mark.parametrize("name, valuator", [
+    ("grad_ip_mean", GradIpValuator()),
+    ("grad_ip_fraction_positive", GradIpValuator(GradIpValuator.Config(aggregate="fraction_positive"))),
+    ("one_step", OneStepValuator()),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_peak_memory(setup, name, valuator, record_property, peak_rss_mib):
+    """Peak resident memory added by one ``score`` (its own model load included), M = 4, N = 32."""
+    _, _, _, anchors, candidates = setup
+    task = ValuationTask(candidates[:4], anchors, ModelRef("embedded"))
+    record_property(f"peak_rss_MiB_{name}", peak_rss_mib(lambda: valuator.score(task)))

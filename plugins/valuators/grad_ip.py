@@ -103,18 +103,23 @@ class GradIpValuator(Valuator):
                     grads = self._gradients(model, chunk, group, device, advance)
                     for name in group:
                         matrix[:, start:start + len(chunk)] += self._products(held[name], grads[name]).cpu()
+                del held  # before the next group's gradients exist: one group in memory at a time
         return matrix.numpy()
 
     def _gradients(self, model, sequences, group, device, advance) -> dict[str, torch.Tensor]:
-        """Per-example gradients of the layers in ``group``: ``{name: (n, out, in)}``."""
-        parts: dict[str, list[torch.Tensor]] = {name: [] for name in group}
+        """Per-example gradients of the layers in ``group``: ``{name: (n, out, in)}``, filled in
+        place (no second copy)."""
+        grads: dict[str, torch.Tensor] = {}
         for start in range(0, len(sequences), self.config.batch_size):
             chunk = sequences[start:start + self.config.batch_size]
             terms, _ = layer_terms(model, collate(chunk, "right", device), group)
             for name, t in terms.items():
-                parts[name].append(t.gradients())
+                if name not in grads:
+                    out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
+                    grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
+                grads[name][start:start + len(chunk)] = t.gradients()
             advance(len(chunk))
-        return {name: torch.cat(p) for name, p in parts.items()}
+        return grads
 
     def _products(self, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """One weight tensor's contribution to every (anchor, candidate) pair."""
