@@ -23,20 +23,20 @@ lowers the loss on ``x`` (lemma 1).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.grads import dot_gradients, layer_terms, sum_gradients, tracked_linears
-from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
+
+if TYPE_CHECKING:
+    import torch
 
 
 class GradIpValuator(Valuator):
@@ -55,6 +55,8 @@ class GradIpValuator(Valuator):
                                                               "when every pair is needed; layers are grouped to fit.")
 
     def score(self, task: ValuationTask) -> Scores:
+        from dvbench.harness.lm.grads import tracked_linears  # torch: imported when scoring, not at registration
+
         if not task.anchors:
             raise ValueError("grad_ip needs at least one anchor; give data.anchors")
         model, tokenizer = load_model(task.model)
@@ -74,12 +76,19 @@ class GradIpValuator(Valuator):
 
     def anchor_mean(self, model, linears, anchors, progress) -> dict[str, torch.Tensor]:
         """``mean_i ∇L(θ, x_i)`` per tracked layer."""
+        from dvbench.harness.lm.grads import sum_gradients
+
         with progress.task("grad_ip anchors", len(anchors), "sequences") as advance:
             total = sum_gradients(model, anchors, linears, batch_size=self.config.batch_size, advance=advance)
         return {name: g / len(anchors) for name, g in total.items()}
 
     def candidate_dots(self, model, linears, mean, candidates, progress) -> np.ndarray:
         """``∇L(θ, z) · mean`` per candidate: one forward and backward each."""
+        import torch
+
+        from dvbench.harness.lm.grads import dot_gradients, layer_terms
+        from dvbench.harness.lm.loglik import collate
+
         device = next(model.parameters()).device
         values = []
         with progress.task("grad_ip candidates", len(candidates), "candidates") as advance:
@@ -92,6 +101,8 @@ class GradIpValuator(Valuator):
 
     def _pairs(self, model, linears, anchors, candidates, progress) -> np.ndarray:
         """The N x M matrix, layer group by layer group."""
+        import torch
+
         device = next(model.parameters()).device
         groups = _layer_groups(linears, len(anchors), self.config.max_gradient_gb * 2**30)
         matrix = torch.zeros(len(anchors), len(candidates), dtype=torch.float64)
@@ -109,6 +120,11 @@ class GradIpValuator(Valuator):
     def _gradients(self, model, sequences, group, device, advance) -> dict[str, torch.Tensor]:
         """Per-example gradients of the layers in ``group``: ``{name: (n, out, in)}``, filled in
         place (no second copy)."""
+        import torch
+
+        from dvbench.harness.lm.grads import layer_terms
+        from dvbench.harness.lm.loglik import collate
+
         grads: dict[str, torch.Tensor] = {}
         for start in range(0, len(sequences), self.config.batch_size):
             chunk = sequences[start:start + self.config.batch_size]
@@ -123,6 +139,8 @@ class GradIpValuator(Valuator):
 
     def _products(self, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """One weight tensor's contribution to every (anchor, candidate) pair."""
+        import torch
+
         if self.config.transform == "none":
             return torch.einsum("noi,moi->nm", anchors, candidates).double()
         s = torch.einsum("noi,moi->nm", _clamped(anchors), _clamped(candidates)).double()
@@ -131,6 +149,8 @@ class GradIpValuator(Valuator):
 
 def _clamped(gradient: torch.Tensor) -> torch.Tensor:
     """Each element's magnitude clamped to [1e-4, 1], its sign kept (the paper's release)."""
+    import torch
+
     return torch.sign(gradient) * gradient.abs().clamp(1e-4, 1.0)
 
 

@@ -29,9 +29,7 @@ from pydantic import Field
 from dvbench.harness.artifacts import Shards
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.loglik import answer_loglik
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.prefix import prefix_loglik
 from dvbench.harness.lm.tokens import Encoder, Sequence
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
@@ -87,6 +85,8 @@ class IcpValuator(Valuator):
         return self._aggregate(task, zero["zero_shot_sum"], zero["answer_tokens"], one_shot, cut)
 
     def _zero_shot(self, model, encoder: Encoder, anchors) -> dict[str, np.ndarray]:
+        from dvbench.harness.lm.loglik import answer_loglik  # torch: imported when scoring, not at registration
+
         encoder.truncated.clear()
         result = answer_loglik(model, [encoder.zero_shot(x) for x in anchors], batch_size=self.config.batch_size,
                                padding_side=self.config.padding_side)
@@ -96,6 +96,9 @@ class IcpValuator(Valuator):
         """``one_shot_sum`` (anchors x block) and the truncations counted on the way. Candidates
         go in groups of about ``GROUP`` batches of pairs, so that pairs sorted by length fill
         batches of similar lengths (little padding)."""
+        from dvbench.harness.lm.loglik import answer_loglik
+        from dvbench.harness.lm.prefix import prefix_loglik
+
         encoder.truncated.clear()
         sums = np.empty((len(anchors), len(block)))
         group = max(1, -(-GROUP * self.config.batch_size // len(anchors)))

@@ -21,14 +21,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from dvbench.harness.artifacts import Shards
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.grads import layer_terms, tracked_linears
-from dvbench.harness.lm.loglik import answer_loglik, collate
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
@@ -55,6 +52,10 @@ class OneStepValuator(Valuator):
         batch_size: int = Field(64, ge=1, description="Anchor sequences per forward.")
 
     def score(self, task: ValuationTask) -> Scores:
+        import torch  # imported when scoring, not at registration
+
+        from dvbench.harness.lm.grads import tracked_linears
+
         if not task.anchors:
             raise ValueError("one_step needs at least one anchor; give data.anchors")
         model, tokenizer = load_model(task.model)
@@ -92,10 +93,17 @@ class OneStepValuator(Valuator):
                            stats=stats)
 
     def _scores(self, model, anchors) -> np.ndarray:
+        from dvbench.harness.lm.loglik import answer_loglik
+
         return answer_loglik(model, anchors, batch_size=self.config.batch_size).mean
 
     def _step(self, model, linears, sequence) -> None:
         """Move the tracked weights one step down ``∇L(θ, z)``, in place."""
+        import torch
+
+        from dvbench.harness.lm.grads import layer_terms
+        from dvbench.harness.lm.loglik import collate
+
         terms, _ = layer_terms(model, collate([sequence], "right", next(model.parameters()).device), linears)
         weights = [m.weight for m in linears.values()]
         grads = [terms[name].gradients()[0].to(m.weight.dtype) for name, m in linears.items()]

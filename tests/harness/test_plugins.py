@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from dvbench.harness.config import Config
@@ -11,6 +14,14 @@ def test_builtins_register_through_the_hooks():
     assert set(registry.entries["valuator"]) == {"random", "file", "icp", "grad_ip", "one_step"}
     assert set(registry.entries["selector"]) == {"top_k", "random"}
     assert all(e.source == "built-in" for role in registry.entries.values() for e in role.values())
+
+
+def test_registering_the_builtins_imports_no_torch():
+    """`dvbench check` and `dvbench plugins` stay quick: heavy imports wait for scoring."""
+    code = ("import sys; from dvbench.harness.plugins import get_plugin_manager, load_registry; "
+            "load_registry(get_plugin_manager(autoload=False)); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_each_default_plugin_module_implements_a_hook():
