@@ -57,6 +57,17 @@ def tiny_lm(dtype: str = "float64", seed: int = 0, layers: int = 2):
     return model, tokenizer
 
 
+def reference_logprobs(model, sequence):
+    """``log p`` of each answer token of one sequence by the model's own forward: unpadded, no
+    batching, full-vocabulary logits. The independent reference that exact checks compare with;
+    differentiable, so ``-reference_logprobs(...).mean()`` is ``L(θ, x)`` for autograd."""
+    import torch
+
+    ids = torch.tensor([sequence.ids], device=next(model.parameters()).device)
+    logp = model(ids).logits[0].log_softmax(-1)
+    return logp[sequence.answer_start - 1:-1].gather(-1, ids[0, sequence.answer_start:, None])[:, 0]
+
+
 def _instance(cls: type[Plugin], role: str, config: Config | None) -> Plugin:
     check_plugin_class(cls, role, f"{cls.__module__}.{cls.__qualname__}")
     return cls(config)

@@ -10,7 +10,7 @@ from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.testing import check_valuator
+from dvbench.harness.testing import check_valuator, reference_logprobs
 from dvbench.plugins.valuators.grad_ip import GradIpValuator
 
 
@@ -22,9 +22,7 @@ def task(tiny_model_dir):
 
 
 def _loss(model, seq):
-    ids = torch.tensor([seq.ids])
-    logp = model(ids).logits[0].log_softmax(-1)
-    return -logp[seq.answer_start - 1:-1].gather(-1, ids[0, seq.answer_start:, None]).mean()
+    return -reference_logprobs(model, seq).mean()
 
 
 def explicit(task, pattern=None):

@@ -14,7 +14,7 @@ from dvbench.harness.lm.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.testing import check_valuator
+from dvbench.harness.testing import check_valuator, reference_logprobs
 from dvbench.plugins.valuators import icp as icp_module
 from dvbench.plugins.valuators.icp import IcpValuator
 
@@ -33,8 +33,7 @@ def naive(task):
 
     def mean_logprob(seq):
         with torch.no_grad():
-            logp = model(torch.tensor([seq.ids])).logits[0].log_softmax(-1)
-        return np.mean([logp[t - 1, seq.ids[t]].item() for t in range(seq.answer_start, len(seq.ids))])
+            return reference_logprobs(model, seq).mean().item()
 
     zero = np.array([mean_logprob(enc.zero_shot(x)) for x in task.anchors])
     one = np.array([[mean_logprob(enc.one_shot(z, x)) for z in task.candidates] for x in task.anchors])

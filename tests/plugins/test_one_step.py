@@ -12,7 +12,7 @@ from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.testing import check_valuator
+from dvbench.harness.testing import check_valuator, reference_logprobs
 from dvbench.plugins.valuators import one_step as one_step_module
 from dvbench.plugins.valuators.one_step import OneStepValuator
 
@@ -27,9 +27,7 @@ def task(tiny_model_dir):
 
 
 def _mean_logprob(model, seq):
-    ids = torch.tensor([seq.ids])
-    logp = model(ids).logits[0].log_softmax(-1)
-    return logp[seq.answer_start - 1:-1].gather(-1, ids[0, seq.answer_start:, None]).mean()
+    return reference_logprobs(model, seq).mean()
 
 
 def literal(task, optimizer):

@@ -4,15 +4,12 @@ import torch
 from dvbench.harness.config import InputError
 from dvbench.harness.lm.grads import layer_terms, per_example_grads, tracked_linears
 from dvbench.harness.lm.loglik import answer_loglik, collate
+from dvbench.harness.testing import reference_logprobs
 
 
 def _autograd(model, seq, params):
     """``∇ L(θ, x)`` of one unpadded sequence through the model's own forward."""
-    ids = torch.tensor([seq.ids])
-    logp = model(ids).logits[0].log_softmax(-1)
-    targets = ids[0, seq.answer_start:]
-    loss = -logp[seq.answer_start - 1:-1].gather(-1, targets[:, None]).mean()
-    return torch.autograd.grad(loss, params)
+    return torch.autograd.grad(-reference_logprobs(model, seq).mean(), params)
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])

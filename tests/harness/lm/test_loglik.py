@@ -4,14 +4,13 @@ import torch
 
 from dvbench.harness.config import InputError
 from dvbench.harness.lm.loglik import answer_loglik, collate, token_logprobs
-from dvbench.harness.testing import tiny_lm
+from dvbench.harness.testing import reference_logprobs, tiny_lm
 
 
 def _naive(model, seq):
     """One sequence, no padding, the model's full-vocabulary logits."""
     with torch.no_grad():
-        logp = model(torch.tensor([seq.ids])).logits[0].log_softmax(-1)
-    return sum(logp[t - 1, seq.ids[t]].item() for t in range(seq.answer_start, len(seq.ids)))
+        return reference_logprobs(model, seq).sum().item()
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])
