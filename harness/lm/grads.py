@@ -149,18 +149,24 @@ def sum_gradients(
     return total
 
 
-def dot_gradients(terms: dict[str, LayerTerms], vectors: dict[str, torch.Tensor]) -> torch.Tensor:
+def dot_gradients(
+    terms: dict[str, LayerTerms], vectors: dict[str, torch.Tensor], stacked: dict | None = None
+) -> torch.Tensor:
     """``∇_W L(θ, x_i) · V`` per example of a batch, summed over layers, from the layer terms:
     ``Σ_t g_t · (V a_t)``, so no per-example gradient is formed. Layers fed the same input (an
-    attention block's q, k and v) share one product with their stacked ``V``s."""
+    attention block's q, k and v) share one product with their stacked ``V``s; pass the same
+    ``stacked`` dict on every call to stack them once."""
+    stacked = {} if stacked is None else stacked
     groups: dict[int, list[str]] = {}
     for name, t in terms.items():
         groups.setdefault(t.inputs.data_ptr(), []).append(name)
     total = 0
     for names in groups.values():
         a = terms[names[0]].inputs
-        stacked = torch.cat([vectors[n] for n in names]).to(a.dtype) if len(names) > 1 else vectors[names[0]].to(a.dtype)
-        products = torch.split(a @ stacked.T, [vectors[n].shape[0] for n in names], dim=-1)
+        key = tuple(names)
+        if key not in stacked:
+            stacked[key] = torch.cat([vectors[n] for n in names]).to(a.dtype).T
+        products = torch.split(a @ stacked[key], [vectors[n].shape[0] for n in names], dim=-1)
         for name, product in zip(names, products):
             total = total + (terms[name].output_grads * product).sum((1, 2))
     return total

@@ -90,12 +90,12 @@ class GradIpValuator(Valuator):
         from dvbench.harness.lm.loglik import collate
 
         device = next(model.parameters()).device
-        values = []
+        values, stacked = [], {}
         with progress.task("grad_ip candidates", len(candidates), "candidates") as advance:
             for start in range(0, len(candidates), self.config.batch_size):
                 chunk = candidates[start:start + self.config.batch_size]
                 terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
-                values.append(dot_gradients(terms, mean).double().cpu())
+                values.append(dot_gradients(terms, mean, stacked).double().cpu())
                 advance(len(chunk))
         return torch.cat(values).numpy()
 
