@@ -169,11 +169,13 @@ class Runner:
             return _read_scores(files, valuator.provenance())
         if why != "not computed yet":
             self.log(f"scores/{use.label}: recomputing, {why}")
+        work, key = self._work(valuator, producer)
         task = ValuationTask(data.candidates, data.anchors, self.spec.settings.model.ref(),
                              seed=self.spec.settings.seed, template=self.template, progress=self.progress,
-                             work=self._work(valuator, producer), tracked=self.spec.settings.tracked)
+                             work=work, tracked=self.spec.settings.tracked)
         scores = valuator.score(task)
-        self._work(valuator, producer)  # records what produced the shards, if any were written
+        if work.is_dir():  # the valuator kept work: say what produced it
+            write_text_atomic(work / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
         if scores.candidate_ids != tuple(c.id for c in data.candidates):
             raise RuntimeError(f"valuator {use.label!r} ({valuator.name}) returned scores for another pool")
         writers = {".parquet": pl.DataFrame({"candidate_id": scores.candidate_ids,
@@ -190,15 +192,12 @@ class Runner:
         self.store.save(name, producer, writers)
         return scores
 
-    def _work(self, valuator, producer: dict) -> Path:
-        """The valuator's work folder: named after its producer, less the config keys that only
-        change the aggregation, so entries differing only in those share it."""
+    def _work(self, valuator, producer: dict) -> tuple[Path, dict]:
+        """The valuator's work folder and what names it: its producer, less the config keys that
+        only change the aggregation, so entries differing only in those share it."""
         config = {k: v for k, v in producer["config"].items() if k not in valuator.derived}
         key = {**producer, "config": config}
-        folder = self.out / "work" / f"{valuator.name}-{hashlib.sha256(canonical(key).encode()).hexdigest()[:16]}"
-        if folder.is_dir() and not (folder / "key.json").exists():
-            write_text_atomic(folder / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
-        return folder
+        return self.out / "work" / f"{valuator.name}-{hashlib.sha256(canonical(key).encode()).hexdigest()[:16]}", key
 
     def _select(self, use: Use, scores: dict[str, Scores]) -> dict[str, Selection]:
         reference = scores[use.reference] if use.reference else None

@@ -88,8 +88,9 @@ def _gathered(layers, rows: torch.Tensor, config):
     (a view when every row shares one prefix)."""
     from transformers import DynamicCache
 
-    if bool((rows == rows[0]).all()):
-        pick = lambda t: t[rows[:1]].expand(len(rows), -1, -1, -1)  # noqa: E731
-    else:
-        pick = lambda t: t[rows]  # noqa: E731
+    one = bool((rows == rows[0]).all())
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t[rows[:1]].expand(len(rows), -1, -1, -1) if one else t[rows]
+
     return DynamicCache(ddp_cache_data=[(pick(k), pick(v)) for k, v in layers], config=config)
