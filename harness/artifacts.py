@@ -121,6 +121,22 @@ def _difference(old: Any, new: Any, path: str = "") -> str:
     return f"{path or 'producer'}: {json.dumps(old, default=_jsonable)[:60]} -> {json.dumps(new, default=_jsonable)[:60]}"
 
 
+def write_npz(path: Path, arrays: Mapping[str, Any]) -> None:
+    """Arrays to an ``.npz`` file at ``path`` exactly (no suffix added)."""
+    import numpy as np
+
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_npz(path: Path) -> dict[str, Any]:
+    """The arrays of an ``.npz`` file; never unpickles."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
 class Shards:
     """A valuator's intermediate arrays in ``task.work``, one atomic ``.npz`` file per shard.
 
@@ -137,19 +153,10 @@ class Shards:
         """The arrays of shard ``name``, or ``None`` when it was never finished."""
         if self.folder is None or not (self.folder / f"{name}.npz").is_file():
             return None
-        import numpy as np
-
-        with np.load(self.folder / f"{name}.npz", allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return read_npz(self.folder / f"{name}.npz")
 
     def put(self, name: str, arrays: Mapping[str, Any]) -> dict[str, Any]:
         """Save ``arrays`` as shard ``name`` (atomically) and return them."""
         if self.folder is not None:
-            import numpy as np
-
-            def write(tmp: Path) -> None:
-                with tmp.open("wb") as handle:
-                    np.savez(handle, **arrays)
-
-            write_atomic(self.folder / f"{name}.npz", write)
+            write_atomic(self.folder / f"{name}.npz", lambda tmp: write_npz(tmp, arrays))
         return dict(arrays)

@@ -26,11 +26,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from dvbench.harness import __version__, leaderboard, report
-from dvbench.harness.artifacts import ArtifactStore, canonical, fingerprint, write_text_atomic
+from dvbench.harness.artifacts import ArtifactStore, canonical, fingerprint, read_npz, write_npz, write_text_atomic
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.data.hf import load_hub_examples
@@ -185,7 +184,7 @@ class Runner:
                                    **dict(zip(scores.anchor_ids, scores.per_anchor))})
             writers[".per_anchor.parquet"] = matrix.write_parquet
         if scores.details:
-            writers[".details.npz"] = lambda tmp: _write_npz(tmp, scores.details)
+            writers[".details.npz"] = lambda tmp: write_npz(tmp, scores.details)
         if scores.stats:
             writers[".stats.json"] = lambda tmp: tmp.write_text(json.dumps(dict(scores.stats), indent=2) + "\n")
             self.log(f"scores/{use.label}: " + ", ".join(f"{k} {v}" for k, v in scores.stats.items()))
@@ -250,21 +249,13 @@ class Runner:
         write_text_atomic(self.out / "run.json", json.dumps(record, indent=2) + "\n")
 
 
-def _write_npz(path: Path, arrays) -> None:
-    with path.open("wb") as handle:
-        np.savez(handle, **arrays)
-
-
 def _read_scores(files: dict[str, Path], provenance: dict) -> Scores:
     frame = pl.read_parquet(files[".parquet"])
     per_anchor, anchor_ids = None, None
     if ".per_anchor.parquet" in files:
         matrix = pl.read_parquet(files[".per_anchor.parquet"]).drop("candidate_id")
         anchor_ids, per_anchor = tuple(matrix.columns), matrix.to_numpy().T
-    details = {}
-    if ".details.npz" in files:
-        with np.load(files[".details.npz"], allow_pickle=False) as data:
-            details = {key: data[key] for key in data.files}
+    details = read_npz(files[".details.npz"]) if ".details.npz" in files else {}
     stats = json.loads(files[".stats.json"].read_text()) if ".stats.json" in files else {}
     return Scores(tuple(frame["candidate_id"].to_list()), frame["score"].to_numpy(), provenance["plugin"],
                   provenance["version"], provenance["config"], per_anchor, anchor_ids, details, stats)
