@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -36,6 +37,12 @@ def test_quickstart_runs(tmp_path, tiny_model_dir):
     assert mean.values.tolist() == mean.per_anchor.mean(axis=0).tolist()
     selections = pl.read_parquet(tmp_path / "out/selections/top10.parquet")
     assert selections.group_by("valuator").len()["len"].to_list() == [6, 6, 6]
+
+    notes = []
+    again = Runner(load_spec(spec), tmp_path / "out", log=notes.append).run().scores["icp"]
+    assert sum("reusing saved scores" in n for n in notes) == 3
+    assert again.stats == icp.stats and set(again.details) == set(icp.details)
+    assert all(np.array_equal(again.details[k], icp.details[k]) for k in icp.details)
 
 
 @pytest.mark.slow
