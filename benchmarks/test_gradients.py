@@ -24,6 +24,7 @@ import torch
 
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
+from dvbench.harness.lm import products
 from dvbench.harness.lm.grads import per_example_grads, tracked_linears
 from dvbench.harness.lm.loglik import answer_loglik, collate
 from dvbench.harness.lm.models import load_model
@@ -83,10 +84,10 @@ def test_answer_only_forward(benchmark, setup):
 
 def test_grad_ip_candidate_phase(benchmark, setup):
     model, encoder, linears, anchors, candidates = setup
-    valuator = GradIpValuator()
-    mean = valuator.anchor_mean(model, linears, [encoder.training(x) for x in anchors], Progress())
+    loop = dict(batch_size=GradIpValuator.Config().batch_size, progress=Progress(), label="grad_ip")
+    mean = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], **loop)
     sequences = [encoder.training(z) for z in candidates]
-    _timed(benchmark, "grad_ip_candidates", lambda: valuator.candidate_dots(model, linears, mean, sequences, Progress()))
+    _timed(benchmark, "grad_ip_candidates", lambda: products.candidate_dots(model, linears, mean, sequences, **loop))
 
 
 def test_grad_ip_whole(benchmark, setup):

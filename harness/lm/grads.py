@@ -79,10 +79,15 @@ def _frozen(model: nn.Module):
             p.requires_grad_(flag)
 
 
-def layer_terms(model: nn.Module, batch: Batch, linears: dict[str, nn.Linear]) -> tuple[dict[str, LayerTerms], torch.Tensor]:
+def layer_terms(
+    model: nn.Module, batch: Batch, linears: dict[str, nn.Linear], draws: torch.Tensor | None = None
+) -> tuple[dict[str, LayerTerms], torch.Tensor]:
     """One forward and backward of ``Σ_i L(θ, x_i)`` (mean answer NLL per sequence).
 
     Returns the terms of every layer in ``linears`` and the per-example losses ``L(θ, x_i)``.
+    With ``draws`` (one uniform per answer token), the loss is that of labels sampled from the
+    model's predictive distribution (:func:`~dvbench.harness.lm.loglik.token_logprobs`): the
+    pseudo-gradients of a Fisher estimate.
     """
     check_model(model)
     inputs: dict[str, torch.Tensor] = {}
@@ -100,7 +105,7 @@ def layer_terms(model: nn.Module, batch: Batch, linears: dict[str, nn.Linear]) -
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
     try:
         with _frozen(model), torch.enable_grad():
-            logp = token_logprobs(model, batch)
+            logp = token_logprobs(model, batch, draws=draws)
             counts = per_example(batch, torch.ones_like(logp))
             losses = -per_example(batch, logp) / counts
             names = list(outputs)

@@ -78,8 +78,16 @@ def hidden_states(model, batch: Batch) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def token_logprobs(model, batch: Batch, hidden: torch.Tensor | None = None) -> torch.Tensor:
-    """``log p(token)`` of every answer token of ``batch``, in ``rows, cols`` order; differentiable."""
+def token_logprobs(
+    model, batch: Batch, hidden: torch.Tensor | None = None, draws: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``log p(token)`` of every answer token of ``batch``, in ``rows, cols`` order; differentiable.
+
+    ``draws``: one uniform number in [0, 1) per answer token. The tokens scored are then not the
+    batch's but labels sampled from the model's own predictive distribution at each answer
+    position (inverse CDF: the first token whose cumulative probability exceeds the draw), the
+    context staying the batch's. Given the draws, the labels do not depend on the batching.
+    """
     hidden = hidden_states(model, batch) if hidden is None else hidden
     head = model.get_output_embeddings()
     dtype = torch.promote_types(head.weight.dtype, torch.float32)
@@ -90,8 +98,20 @@ def token_logprobs(model, batch: Batch, hidden: torch.Tensor | None = None) -> t
     for start in range(0, len(targets), HEAD_ROWS):
         rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
         logits = torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias)
-        chunks.append(logits.log_softmax(-1).gather(-1, targets[start:start + HEAD_ROWS, None])[:, 0])
+        logp = logits.log_softmax(-1)
+        if draws is None:
+            chosen = targets[start:start + HEAD_ROWS, None]
+        else:
+            chosen = _sample(logp.detach(), draws[start:start + HEAD_ROWS])
+        chunks.append(logp.gather(-1, chosen)[:, 0])
     return torch.cat(chunks)
+
+
+def _sample(logp: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """One label per row of ``logp``: the inverse of its cumulative distribution at the draw."""
+    cdf = logp.double().exp().cumsum(-1)
+    u = draws.to(cdf.device, torch.float64)[:, None] * cdf[:, -1:]  # scaled by the total: no rounding overshoot
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=logp.shape[-1] - 1)
 
 
 def per_example(batch: Batch, values: torch.Tensor) -> torch.Tensor:

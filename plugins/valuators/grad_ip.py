@@ -5,15 +5,11 @@ Per pair, ``∇L(θ, x) · ∇L(θ, z)`` over the tracked linear weights (``trac
 lowers the loss on ``x`` (lemma 1).
 
 - ``aggregate: mean`` (default) is ``∇L(z) · mean_i ∇L(x_i)``: the anchors' mean gradient is
-  formed once, then each candidate costs one forward and backward, its product taken from the
-  layers' inputs and output gradients (``Σ_t g_t · (V a_t)``) without forming its gradient.
-- ``aggregate: fraction_positive`` and the per-anchor N x M matrix need every pair. The anchors'
-  per-example gradients are held for a group of layers at a time, as many as fit in
-  ``max_gradient_gb``; each candidate's gradient for those layers (``Σ_t g_t a_tᵀ``) is formed
-  and dotted with them, and the candidates' forward and backward are repeated once per group.
-  Chunking over layers was chosen over the per-layer identity
-  ``⟨G, G'⟩ = Σ_{t,s} (a_t·a'_s)(g_t·g'_s)``: at ~100 tokens and in + out ≈ 2,000 the identity
-  costs more per pair than forming the candidate's gradient once per group.
+  formed once, then each candidate costs one forward and backward, its product taken without
+  forming its gradient (:mod:`dvbench.harness.lm.products`).
+- ``aggregate: fraction_positive`` and the per-anchor N x M matrix need every pair: the anchors'
+  per-example gradients are held for as many layers at a time as fit in ``max_gradient_gb``
+  (:func:`~dvbench.harness.lm.products.pair_matrix`).
 - ``transform: sign_log`` is the paper's released computation: each gradient element's
   magnitude clamped to [1e-4, 1], one dot product per weight tensor, ``s → sign(s)·log|s|``
   (NaN and ±inf → 0), summed over tensors. It needs every pair. Where a tensor's product cancels
@@ -25,7 +21,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import Field
 
 from dvbench.harness.config import Config
@@ -55,7 +50,8 @@ class GradIpValuator(Valuator):
                                                               "when every pair is needed; layers are grouped to fit.")
 
     def score(self, task: ValuationTask) -> Scores:
-        from dvbench.harness.lm.grads import tracked_linears  # torch: imported when scoring, not at registration
+        from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
+        from dvbench.harness.lm.grads import tracked_linears
 
         if not task.anchors:
             raise ValueError("grad_ip needs at least one anchor; give data.anchors")
@@ -64,87 +60,24 @@ class GradIpValuator(Valuator):
         linears = tracked_linears(model, task.tracked)
         anchors = [encoder.training(x) for x in task.anchors]
         candidates = [encoder.training(z) for z in task.candidates]
+        loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="grad_ip")
         if self.config.aggregate == "mean" and self.config.transform == "none":
-            return self.scores(task, self._mean(model, linears, anchors, candidates, task.progress))
-        matrix = self._pairs(model, linears, anchors, candidates, task.progress)
+            mean = products.anchor_mean(model, linears, anchors, **loop)
+            return self.scores(task, products.candidate_dots(model, linears, mean, candidates, **loop))
+        product = _sign_log if self.config.transform == "sign_log" else products.dot
+        matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
+                                      product=product, **loop)
         values = matrix.mean(axis=0) if self.config.aggregate == "mean" else (matrix > 0).mean(axis=0)
         return self.scores(task, values, matrix)
 
-    def _mean(self, model, linears, anchors, candidates, progress) -> np.ndarray:
-        return self.candidate_dots(model, linears, self.anchor_mean(model, linears, anchors, progress),
-                                   candidates, progress)
 
-    def anchor_mean(self, model, linears, anchors, progress) -> dict[str, torch.Tensor]:
-        """``mean_i ∇L(θ, x_i)`` per tracked layer."""
-        from dvbench.harness.lm.grads import sum_gradients
+def _sign_log(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """One weight tensor's contribution to every (anchor, candidate) pair, as the paper's release
+    computes it."""
+    import torch
 
-        with progress.task("grad_ip anchors", len(anchors), "sequences") as advance:
-            total = sum_gradients(model, anchors, linears, batch_size=self.config.batch_size, advance=advance)
-        return {name: g / len(anchors) for name, g in total.items()}
-
-    def candidate_dots(self, model, linears, mean, candidates, progress) -> np.ndarray:
-        """``∇L(θ, z) · mean`` per candidate: one forward and backward each."""
-        import torch
-
-        from dvbench.harness.lm.grads import dot_gradients, layer_terms
-        from dvbench.harness.lm.loglik import collate
-
-        device = next(model.parameters()).device
-        values, stacked = [], {}
-        with progress.task("grad_ip candidates", len(candidates), "candidates") as advance:
-            for start in range(0, len(candidates), self.config.batch_size):
-                chunk = candidates[start:start + self.config.batch_size]
-                terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
-                values.append(dot_gradients(terms, mean, stacked).double().cpu())
-                advance(len(chunk))
-        return torch.cat(values).numpy()
-
-    def _pairs(self, model, linears, anchors, candidates, progress) -> np.ndarray:
-        """The N x M matrix, layer group by layer group."""
-        import torch
-
-        device = next(model.parameters()).device
-        groups = _layer_groups(linears, len(anchors), self.config.max_gradient_gb * 2**30)
-        matrix = torch.zeros(len(anchors), len(candidates), dtype=torch.float64)
-        with progress.task("grad_ip pairs", len(groups) * (len(anchors) + len(candidates)), "sequences") as advance:
-            for group in groups:
-                held = self._gradients(model, anchors, group, device, advance)
-                for start in range(0, len(candidates), self.config.batch_size):
-                    chunk = candidates[start:start + self.config.batch_size]
-                    grads = self._gradients(model, chunk, group, device, advance)
-                    for name in group:
-                        matrix[:, start:start + len(chunk)] += self._products(held[name], grads[name]).cpu()
-                del held  # before the next group's gradients exist: one group in memory at a time
-        return matrix.numpy()
-
-    def _gradients(self, model, sequences, group, device, advance) -> dict[str, torch.Tensor]:
-        """Per-example gradients of the layers in ``group``: ``{name: (n, out, in)}``, filled in
-        place (no second copy)."""
-        import torch
-
-        from dvbench.harness.lm.grads import layer_terms
-        from dvbench.harness.lm.loglik import collate
-
-        grads: dict[str, torch.Tensor] = {}
-        for start in range(0, len(sequences), self.config.batch_size):
-            chunk = sequences[start:start + self.config.batch_size]
-            terms, _ = layer_terms(model, collate(chunk, "right", device), group)
-            for name, t in terms.items():
-                if name not in grads:
-                    out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
-                    grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
-                grads[name][start:start + len(chunk)] = t.gradients()
-            advance(len(chunk))
-        return grads
-
-    def _products(self, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """One weight tensor's contribution to every (anchor, candidate) pair."""
-        import torch
-
-        if self.config.transform == "none":
-            return torch.einsum("noi,moi->nm", anchors, candidates).double()
-        s = torch.einsum("noi,moi->nm", _clamped(anchors), _clamped(candidates)).double()
-        return torch.nan_to_num(torch.sign(s) * torch.log(s.abs()), nan=0.0, posinf=0.0, neginf=0.0)
+    s = torch.einsum("noi,moi->nm", _clamped(anchors), _clamped(candidates)).double()
+    return torch.nan_to_num(torch.sign(s) * torch.log(s.abs()), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _clamped(gradient: torch.Tensor) -> torch.Tensor:
@@ -152,20 +85,6 @@ def _clamped(gradient: torch.Tensor) -> torch.Tensor:
     import torch
 
     return torch.sign(gradient) * gradient.abs().clamp(1e-4, 1.0)
-
-
-def _layer_groups(linears: dict, anchors: int, budget: float) -> list[dict]:
-    """Consecutive layers whose anchors' per-example gradients fit in ``budget`` bytes together
-    (a layer that alone exceeds it forms its own group)."""
-    groups, current, used = [], {}, 0
-    for name, module in linears.items():
-        size = anchors * module.weight.numel() * max(module.weight.element_size(), 4)
-        if current and used + size > budget:
-            groups.append(current)
-            current, used = {}, 0
-        current[name] = module
-        used += size
-    return groups + [current] if current else groups
 
 
 @hookimpl

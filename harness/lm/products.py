@@ -1,0 +1,117 @@
+"""Products of loss gradients between anchors and candidates: ``∇L(θ, x)ᵀ P ∇L(θ, z)``.
+
+``grad_ip`` takes ``P = I``; ``ekfac`` takes its damped inverse curvature, applied to the anchors
+(N is small) by ``prepare``, so both share these loops.
+
+- :func:`anchor_mean` and :func:`candidate_dots`: ``∇L(z) · v`` per candidate for one vector
+  ``v`` per layer (the anchors' mean gradient, or its preconditioned form): one forward and
+  backward per candidate batch, the product taken from the layers' inputs and output gradients
+  (``Σ_t g_t · (V a_t)``) without forming the candidate's gradient.
+- :func:`pair_matrix`: every pair. The anchors' per-example gradients are held for a group of
+  layers at a time, as many as fit in ``budget`` bytes; each candidate's gradient for those
+  layers (``Σ_t g_t a_tᵀ``) is formed and dotted with them, and the candidates' forward and
+  backward are repeated once per group. Chunking over layers was chosen over the per-layer
+  identity ``⟨G, G'⟩ = Σ_{t,s} (a_t·a'_s)(g_t·g'_s)``: at ~100 tokens and in + out ≈ 2,000 the
+  identity costs more per pair than forming the candidate's gradient once per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence as Seq
+
+import numpy as np
+import torch
+from torch import nn
+
+from dvbench.harness.lm.grads import dot_gradients, layer_terms, sum_gradients
+from dvbench.harness.lm.loglik import collate
+from dvbench.harness.lm.tokens import Sequence
+from dvbench.harness.progress import Progress
+
+Gradients = dict[str, torch.Tensor]  # per layer: (n, out, in), or (out, in) for one vector
+
+
+def dot(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """One layer's ``(N, out, in)`` and ``(M, out, in)`` gradients dotted pairwise: ``(N, M)``."""
+    return torch.einsum("noi,moi->nm", anchors, candidates).double()
+
+
+def anchor_mean(model: nn.Module, linears: dict[str, nn.Linear], anchors: Seq[Sequence], *, batch_size: int,
+                progress: Progress, label: str) -> Gradients:
+    """``mean_i ∇L(θ, x_i)`` per tracked layer."""
+    with progress.task(f"{label} anchors", len(anchors), "sequences") as advance:
+        total = sum_gradients(model, anchors, linears, batch_size=batch_size, advance=advance)
+    return {name: g / len(anchors) for name, g in total.items()}
+
+
+def candidate_dots(model: nn.Module, linears: dict[str, nn.Linear], vectors: Gradients, candidates: Seq[Sequence],
+                   *, batch_size: int, progress: Progress, label: str) -> np.ndarray:
+    """``∇L(θ, z) · v`` per candidate, ``v`` one tensor per layer: one forward and backward each."""
+    device = next(model.parameters()).device
+    values, stacked = [], {}
+    with progress.task(f"{label} candidates", len(candidates), "candidates") as advance:
+        for start in range(0, len(candidates), batch_size):
+            chunk = candidates[start:start + batch_size]
+            terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
+            values.append(dot_gradients(terms, vectors, stacked).double().cpu())
+            advance(len(chunk))
+    return torch.cat(values).numpy()
+
+
+def pair_matrix(
+    model: nn.Module, linears: dict[str, nn.Linear], anchors: Seq[Sequence], candidates: Seq[Sequence], *,
+    batch_size: int, budget: float, progress: Progress, label: str,
+    prepare: Callable[[Gradients], Gradients] | None = None,
+    product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dot,
+) -> np.ndarray:
+    """The N x M matrix of ``product(prepare(anchor gradients), candidate gradients)`` summed
+    over layers, layer group by layer group. ``prepare`` maps a group's anchor gradients
+    ``{name: (N, out, in)}`` (e.g. preconditions them); ``product`` maps one layer's anchor and
+    candidate gradients to their (N, M) contribution (default: the dot product)."""
+    groups = _layer_groups(linears, len(anchors), budget)
+    matrix = torch.zeros(len(anchors), len(candidates), dtype=torch.float64)
+    with progress.task(f"{label} pairs", len(groups) * (len(anchors) + len(candidates)), "sequences") as advance:
+        for group in groups:
+            held = per_example_gradients(model, anchors, group, batch_size=batch_size, advance=advance)
+            if prepare is not None:
+                held = prepare(held)
+            for start in range(0, len(candidates), batch_size):
+                chunk = candidates[start:start + batch_size]
+                grads = per_example_gradients(model, chunk, group, batch_size=batch_size, advance=advance)
+                for name in group:
+                    matrix[:, start:start + len(chunk)] += product(held[name], grads[name]).cpu()
+            del held  # before the next group's gradients exist: one group in memory at a time
+    return matrix.numpy()
+
+
+def per_example_gradients(model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *,
+                          batch_size: int, advance=None) -> Gradients:
+    """Per-example gradients of ``linears``: ``{name: (n, out, in)}``, filled in place (no
+    second copy)."""
+    device = next(model.parameters()).device
+    grads: Gradients = {}
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
+        for name, t in terms.items():
+            if name not in grads:
+                out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
+                grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
+            grads[name][start:start + len(chunk)] = t.gradients()
+        if advance is not None:
+            advance(len(chunk))
+    return grads
+
+
+def _layer_groups(linears: dict[str, nn.Linear], anchors: int, budget: float) -> list[dict[str, nn.Linear]]:
+    """Consecutive layers whose anchors' per-example gradients fit in ``budget`` bytes together
+    (a layer that alone exceeds it forms its own group)."""
+    groups, current, used = [], {}, 0
+    for name, module in linears.items():
+        size = anchors * module.weight.numel() * max(module.weight.element_size(), 4)
+        if current and used + size > budget:
+            groups.append(current)
+            current, used = {}, 0
+        current[name] = module
+        used += size
+    return groups + [current] if current else groups
