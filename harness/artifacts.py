@@ -137,6 +137,20 @@ def read_npz(path: Path) -> dict[str, Any]:
         return {key: data[key] for key in data.files}
 
 
+def write_safetensors(path: Path, tensors: Mapping[str, Any]) -> None:
+    """Torch tensors to a safetensors file at ``path`` exactly."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """The tensors of a safetensors file (no pickle)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 class Shards:
     """A valuator's intermediate arrays in ``task.work``, one atomic ``.npz`` file per shard.
 

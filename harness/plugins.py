@@ -21,6 +21,7 @@ DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.file",
     "dvbench.plugins.valuators.icp",
     "dvbench.plugins.valuators.grad_ip",
+    "dvbench.plugins.valuators.ekfac",
     "dvbench.plugins.valuators.one_step",
     "dvbench.plugins.selectors.top_k",
     "dvbench.plugins.selectors.random",

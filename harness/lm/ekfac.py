@@ -1,0 +1,147 @@
+"""EK-FAC: an eigenvalue-corrected Kronecker-factored Gauss–Newton curvature of the tracked
+linear layers, and its damped inverse (George et al. 2018; Grosse et al. 2023; SPEC.md).
+
+For a tracked layer with weight ``W`` (out x in), inputs ``a`` and output gradients ``g`` at
+every token:
+
+1. :func:`covariances`: ``A = Σ a aᵀ / tokens`` and ``S = Σ g gᵀ / tokens`` over the non-padding
+   tokens of the fitting sequences (the candidates). ``g`` are pseudo-gradients: the gradients
+   of ``Σ_i L_i`` for labels sampled from the model's own predictive distribution at every
+   answer position (or of the true labels), ``L_i`` the sequence's mean answer loss, as
+   everywhere in dvbench. Accumulated in the layer's dtype promoted to float32.
+2. :func:`eigenbases`: ``A = Q_A diag Q_Aᵀ``, ``S = Q_S diag Q_Sᵀ`` in float64.
+3. :func:`corrected_eigenvalues`: ``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` over per-example
+   (pseudo-)gradients ``G_i = Σ_t g_t a_tᵀ`` with the same labels, accumulated in float64. The
+   terms are rotated before the gradient is formed, ``Q_Sᵀ G Q_A = Σ_t (Q_Sᵀ g_t)(Q_Aᵀ a_t)ᵀ``:
+   ``T (in² + out²)`` multiply-adds a token instead of ``in·out·(in + out)`` per example for
+   rotating the formed gradient, chosen per batch by whichever is cheaper.
+4. :meth:`Factors.inverse`: ``(Ĝ + λI)⁻¹ V = Q_S ((Q_Sᵀ V Q_A) / (Λ + λ)) Q_Aᵀ`` with
+   ``λ = damping_factor × mean(Λ)`` per layer, or one given ``λ`` for every layer.
+
+The scale of ``A`` and ``S`` does not matter (only their eigenvectors are used); ``Λ`` carries
+the scale. Only weights are tracked (:mod:`~dvbench.harness.lm.grads`), so no bias needs the
+homogeneous-coordinate trick. Labels are sampled by inverse CDF from one uniform draw per answer
+token, drawn from a generator seeded by ``(seed, example index)``: the labels, and so the
+factors, do not depend on the batching, and both fitting passes use the same labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence as Seq
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from dvbench.harness.lm.grads import layer_terms
+from dvbench.harness.lm.loglik import collate
+from dvbench.harness.lm.tokens import Sequence
+
+Advance = Callable[[int], None]
+
+
+def draws(sequences: Seq[Sequence], seed: int) -> list[torch.Tensor]:
+    """One uniform number per answer token of each sequence, from a generator seeded by
+    ``(seed, index)``: the sampled labels of :func:`~dvbench.harness.lm.loglik.token_logprobs`."""
+    out = []
+    for index, s in enumerate(sequences):
+        state = int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+        out.append(torch.rand(len(s.answer), generator=torch.Generator().manual_seed(state), dtype=torch.float64))
+    return out
+
+
+def _batches(sequences: Seq[Sequence], labels: list[torch.Tensor] | None, batch_size: int, device):
+    """Right-padded batches of similar lengths (longest first), with their labels' draws."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        batch = collate([sequences[i] for i in chosen], "right", device)
+        yield batch, None if labels is None else torch.cat([labels[i] for i in chosen])
+
+
+def covariances(
+    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *,
+    labels: list[torch.Tensor] | None, batch_size: int, advance: Advance,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``(A, S)`` per layer: the input and output-gradient covariances per token."""
+    device = next(model.parameters()).device
+    sums: dict[str, list[torch.Tensor]] = {}
+    tokens = 0
+    for batch, batch_draws in _batches(sequences, labels, batch_size, device):
+        terms, _ = layer_terms(model, batch, linears, batch_draws)
+        tokens += int(batch.mask.sum())
+        for name, t in terms.items():
+            a = t.inputs.flatten(0, 1)
+            g = t.output_grads.flatten(0, 1)
+            if name not in sums:
+                sums[name] = [a.T @ a, g.T @ g]
+            else:
+                sums[name][0].addmm_(a.T, a)
+                sums[name][1].addmm_(g.T, g)
+        advance(batch.size)
+    return {name: (a / tokens, s / tokens) for name, (a, s) in sums.items()}
+
+
+def eigenbases(
+    covs: dict[str, tuple[torch.Tensor, torch.Tensor]], advance: Advance
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``(Q_A, Q_S)`` per layer: eigenvectors computed in float64, returned in the covariances'
+    dtype."""
+    bases = {}
+    for name, pair in covs.items():
+        vectors = []
+        for cov in pair:
+            c = cov.double()
+            vectors.append(torch.linalg.eigh((c + c.T) / 2).eigenvectors.to(cov.dtype))
+        bases[name] = (vectors[0], vectors[1])
+        advance(1)
+    return bases
+
+
+def corrected_eigenvalues(
+    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear],
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
+    labels: list[torch.Tensor] | None, batch_size: int, advance: Advance,
+) -> dict[str, torch.Tensor]:
+    """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, float64."""
+    device = next(model.parameters()).device
+    sums: dict[str, torch.Tensor] = {}
+    for batch, batch_draws in _batches(sequences, labels, batch_size, device):
+        terms, _ = layer_terms(model, batch, linears, batch_draws)
+        for name, t in terms.items():
+            q_a, q_s = bases[name]
+            rotated = _rotated_gradients(t.inputs, t.output_grads, q_a, q_s).square_().sum(0).double()
+            sums[name] = rotated if name not in sums else sums[name].add_(rotated)
+        advance(batch.size)
+    return {name: s / len(sequences) for name, s in sums.items()}
+
+
+def _rotated_gradients(a: torch.Tensor, g: torch.Tensor, q_a: torch.Tensor, q_s: torch.Tensor) -> torch.Tensor:
+    """``Q_Sᵀ G_i Q_A`` per example, ``G_i = Σ_t g_t a_tᵀ``: terms rotated first when that costs
+    less than rotating the formed gradients."""
+    length, inp, out = a.shape[1], a.shape[-1], g.shape[-1]
+    if length * (inp * inp + out * out) <= inp * out * (inp + out):
+        return torch.einsum("bto,bti->boi", g @ q_s, a @ q_a)
+    return q_s.T @ torch.einsum("bto,bti->boi", g, a) @ q_a
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Fitted EK-FAC factors per tracked layer: eigenbases ``Q_A`` (in x in), ``Q_S`` (out x out)
+    and corrected eigenvalues ``Λ`` (out x in)."""
+
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    eigenvalues: dict[str, torch.Tensor]
+
+    def damping(self, name: str, *, factor: float, value: float | None = None) -> float:
+        """``λ`` of layer ``name``: ``value`` if given, else ``factor × mean(Λ)``."""
+        return float(value) if value is not None else factor * float(self.eigenvalues[name].mean())
+
+    def inverse(self, name: str, vectors: torch.Tensor, damping: float) -> torch.Tensor:
+        """``(Ĝ + λI)⁻¹ V`` for ``V`` of shape ``(..., out, in)``, computed in float64 and
+        returned in ``V``'s dtype."""
+        q_a, q_s = (q.to(vectors.device, torch.float64) for q in self.bases[name])
+        lam = self.eigenvalues[name].to(vectors.device, torch.float64)
+        rotated = q_s.T @ vectors.double() @ q_a
+        return (q_s @ (rotated / (lam + damping)) @ q_a.T).to(vectors.dtype)

@@ -1,0 +1,138 @@
+"""``ekfac``: influence through an EK-FAC Gauss–Newton curvature (the paper's Infl; SPEC.md).
+
+Per pair ``∇L(θ, x)ᵀ (Ĝ + λI)⁻¹ ∇L(θ, z)`` over the tracked linear weights, ``L`` the mean
+answer loss of the zero-shot sequence, ``Ĝ`` fitted on the candidates
+(:mod:`dvbench.harness.lm.ekfac`). Same sign as ``grad_ip``: positive when a step on ``z``
+lowers the loss on ``x``.
+
+Phases, each with its progress row:
+
+1. covariance: one forward and backward per candidate, with labels sampled from the model
+   (``labels: sampled``, seeded by the spec's seed) or the candidates' own (``true``);
+2. eigendecomposition: two per layer, in float64;
+3. eigenvalue correction: another forward and backward per candidate, with the same labels;
+4. scoring: the anchors' gradients are preconditioned (N is small), never the candidates'. For
+   ``aggregate: mean`` the anchors' mean gradient is preconditioned once and each candidate
+   costs one more forward and backward; ``fraction_positive`` needs every pair
+   (:func:`~dvbench.harness.lm.products.pair_matrix`, within ``max_gradient_gb``) and gives the
+   per-anchor matrix.
+
+The factors are kept in ``task.work``: ``eigenbases.safetensors`` once the eigendecomposition is
+done and ``eigenvalues.safetensors`` once the correction is, each written atomically. A rerun
+with the same model, data, template, tracked layers, seed and fitting options reuses them; a
+run interrupted during the correction resumes from the eigenbases. ``aggregate``, ``damping``,
+``damping_factor`` and ``max_gradient_gb`` change only the scoring, so entries differing in
+them share the factors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors
+from dvbench.harness.config import Config
+from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.tokens import Encoder
+from dvbench.harness.records import Scores, ValuationTask
+from dvbench.harness.roles import Valuator
+
+if TYPE_CHECKING:
+    from dvbench.harness.lm.ekfac import Factors
+
+BASES, EIGENVALUES = "eigenbases.safetensors", "eigenvalues.safetensors"
+
+
+class EkfacValuator(Valuator):
+    """Influence functions with EK-FAC: anchor gradients preconditioned by the inverse curvature."""
+
+    name = "ekfac"
+    version = "1.0.0"
+    derived = ("aggregate", "damping", "damping_factor", "max_gradient_gb")
+
+    class Config(Config):
+        aggregate: Literal["mean", "fraction_positive"] = Field(
+            "mean", description="mean: the mean over anchors; fraction_positive: the fraction of anchors with a "
+                                "positive score.")
+        labels: Literal["sampled", "true"] = Field(
+            "sampled", description="sampled: pseudo-gradients of labels drawn from the model (the Gauss–Newton "
+                                   "Fisher); true: the candidates' own answers (the empirical Fisher).")
+        damping_factor: float = Field(0.1, gt=0, description="λ = damping_factor × mean(Λ), per layer.")
+        damping: float | None = Field(None, ge=0, description="One λ for every layer, instead of damping_factor.")
+        batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory for the anchors' per-example gradients "
+                                                              "when every pair is needed; layers are grouped to fit.")
+
+    def score(self, task: ValuationTask) -> Scores:
+        from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
+        from dvbench.harness.lm.grads import tracked_linears
+
+        if not task.anchors:
+            raise ValueError("ekfac needs at least one anchor; give data.anchors")
+        model, tokenizer = load_model(task.model)
+        encoder = Encoder(tokenizer, task.template)
+        linears = tracked_linears(model, task.tracked)
+        anchors = [encoder.training(x) for x in task.anchors]
+        candidates = [encoder.training(z) for z in task.candidates]
+        factors = self.factors(model, linears, candidates, task)
+        damping = {name: factors.damping(name, factor=self.config.damping_factor, value=self.config.damping)
+                   for name in linears}
+
+        def precondition(grads):
+            return {name: factors.inverse(name, g, damping[name]) for name, g in grads.items()}
+
+        loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="ekfac")
+        if self.config.aggregate == "mean":
+            mean = products.anchor_mean(model, linears, anchors, **loop)
+            return self.scores(task, products.candidate_dots(model, linears, precondition(mean), candidates, **loop))
+        matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
+                                      prepare=precondition, **loop)
+        return self.scores(task, (matrix > 0).mean(axis=0), matrix)
+
+    def factors(self, model, linears, candidates, task: ValuationTask) -> Factors:
+        """The factors saved in ``task.work`` if complete, else fitted (and saved phase by phase)."""
+        from dvbench.harness.lm import ekfac
+
+        labels = ekfac.draws(candidates, task.seed) if self.config.labels == "sampled" else None
+        fit = dict(labels=labels, batch_size=self.config.batch_size)
+        bases = _bases(_read(task.work, BASES), linears)
+        eigenvalues = _read(task.work, EIGENVALUES) if bases is not None else None
+        if bases is None:
+            with task.progress.task("ekfac covariance", len(candidates), "candidates") as advance:
+                covs = ekfac.covariances(model, candidates, linears, advance=advance, **fit)
+            with task.progress.task("ekfac eigendecomposition", len(covs), "layers") as advance:
+                bases = ekfac.eigenbases(covs, advance)
+            del covs
+            _write(task.work, BASES, {f"{name}.{kind}": q for name, pair in bases.items()
+                                      for kind, q in zip(("activations", "gradients"), pair)})
+        if eigenvalues is None or set(eigenvalues) != set(linears):
+            with task.progress.task("ekfac eigenvalue correction", len(candidates), "candidates") as advance:
+                eigenvalues = ekfac.corrected_eigenvalues(model, candidates, linears, bases, advance=advance, **fit)
+            _write(task.work, EIGENVALUES, eigenvalues)
+        return ekfac.Factors(bases, eigenvalues)
+
+
+def _read(folder, name: str) -> dict | None:
+    if folder is None or not (folder / name).is_file():
+        return None
+    return read_safetensors(folder / name)
+
+
+def _write(folder, name: str, tensors: dict) -> None:
+    if folder is not None:
+        write_atomic(folder / name, lambda tmp: write_safetensors(tmp, tensors))
+
+
+def _bases(tensors: dict | None, linears: dict) -> dict | None:
+    """Saved eigenbases by layer, if every tracked layer has them."""
+    if tensors is None or any(f"{name}.{kind}" not in tensors for name in linears
+                              for kind in ("activations", "gradients")):
+        return None
+    return {name: (tensors[f"{name}.activations"], tensors[f"{name}.gradients"]) for name in linears}
+
+
+@hookimpl
+def dvbench_register_valuators(register):
+    register(EkfacValuator)
