@@ -93,7 +93,8 @@ def eigenbases(
         vectors = []
         for cov in pair:
             c = cov.double()
-            vectors.append(torch.linalg.eigh((c + c.T) / 2).eigenvectors.to(cov.dtype))
+            # contiguous, as when read back from disk: the same memory layout, the same rounding
+            vectors.append(torch.linalg.eigh((c + c.T) / 2).eigenvectors.to(cov.dtype).contiguous())
         bases[name] = (vectors[0], vectors[1])
         advance(1)
     return bases
