@@ -57,3 +57,9 @@ def test_every_builtin_plugin_option_is_documented_and_has_help(role, name):
 def test_every_hook_is_documented_with_its_signature(hook):
     params = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
     assert f"{hook}({params})" in CONTRIBUTING
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"Run the tests:\n\n```bash\n(.+)\n```", readme).group(1)
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == command

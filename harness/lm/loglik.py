@@ -102,12 +102,12 @@ def token_logprobs(
         if draws is None:
             chosen = targets[start:start + HEAD_ROWS, None]
         else:
-            chosen = _sample(logp.detach(), draws[start:start + HEAD_ROWS])
+            chosen = sample_labels(logp.detach(), draws[start:start + HEAD_ROWS])
         chunks.append(logp.gather(-1, chosen)[:, 0])
     return torch.cat(chunks)
 
 
-def _sample(logp: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+def sample_labels(logp: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """One label per row of ``logp``: the inverse of its cumulative distribution at the draw."""
     cdf = logp.double().exp().cumsum(-1)
     u = draws.to(cdf.device, torch.float64)[:, None] * cdf[:, -1:]  # scaled by the total: no rounding overshoot

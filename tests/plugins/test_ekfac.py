@@ -205,11 +205,11 @@ def test_sampled_labels_follow_the_model_and_the_seed(setup, task):
     assert not torch.equal(first[0], ekfac.draws(candidates, 4)[0])
     assert [len(d) for d in first] == [len(s.answer) for s in candidates]
 
-    from dvbench.harness.lm.loglik import _sample
+    from dvbench.harness.lm.loglik import sample_labels
     logp = torch.tensor([[0.1, 0.6, 0.3]], dtype=torch.float64).log().expand(60_000, 3)
-    labels = _sample(logp, torch.rand(60_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    labels = sample_labels(logp, torch.rand(60_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     np.testing.assert_allclose(torch.bincount(labels[:, 0], minlength=3).numpy() / 60_000, [0.1, 0.6, 0.3], atol=0.01)
-    assert _sample(logp[:2], torch.tensor([0.0, 1 - 1e-16]))[:, 0].tolist() == [0, 2]
+    assert sample_labels(logp[:2], torch.tensor([0.0, 1 - 1e-16]))[:, 0].tolist() == [0, 2]
 
 
 def test_batching_does_not_change_the_scores(task):
