@@ -108,7 +108,8 @@ def token_logprobs(
 
 
 def sample_labels(logp: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """One label per row of ``logp``: the inverse of its cumulative distribution at the draw."""
+    """One label per row of ``logp``, as a ``(rows, 1)`` column: the inverse of the row's cumulative
+    distribution at its draw."""
     cdf = logp.double().exp().cumsum(-1)
     u = draws.to(cdf.device, torch.float64)[:, None] * cdf[:, -1:]  # scaled by the total: no rounding overshoot
     return torch.searchsorted(cdf, u, right=True).clamp_(max=logp.shape[-1] - 1)
