@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from dvbench.harness.records import Scores, best_first
+from dvbench.harness.records import Scores, Selection, best_first
 from dvbench.harness.sizes import count_of
 
 
 SPEARMAN_SCHEMA = {"a": pl.String, "b": pl.String, "rho": pl.Float64, "p_value": pl.Float64, "n": pl.Int64}
 OVERLAP_SCHEMA = {"a": pl.String, "b": pl.String, "q": pl.Float64, "k": pl.Int64, "overlap": pl.Float64}
+SELECTION_OVERLAP_SCHEMA = {"selection": pl.String, "subset": pl.String, "a": pl.String, "b": pl.String,
+                            "k": pl.Int64, "overlap": pl.Float64}
 
 
 def scores_frame(scores: Mapping[str, Scores]) -> pl.DataFrame:
@@ -83,3 +85,18 @@ def overlap(frame: pl.DataFrame, fractions: Sequence[float]) -> pl.DataFrame:
             shared = int(np.count_nonzero((positions[a] < k) & (positions[b] < k)))
             rows.append({"a": a, "b": b, "q": float(q), "k": k, "overlap": shared / k})
     return pl.DataFrame(rows, schema=OVERLAP_SCHEMA)
+
+
+def selection_overlap(selections: Mapping[str, Mapping[str, Selection]]) -> pl.DataFrame:
+    """``|S_a & S_b| / |S_a|`` for every selection entry, subset and pair of valuators (in spec
+    order): per bin for ``score_bins``, whose bins are rank-matched. Null for an empty subset."""
+    rows = []
+    for entry, chosen in selections.items():
+        labels = list(chosen)
+        for subset in chosen[labels[0]].subsets if labels else ():
+            for a, b in itertools.combinations(labels, 2):
+                first, second = chosen[a].subsets[subset], set(chosen[b].subsets[subset])
+                shared = sum(1 for cid in first if cid in second)
+                rows.append({"selection": entry, "subset": subset, "a": a, "b": b, "k": len(first),
+                             "overlap": shared / len(first) if first else None})
+    return pl.DataFrame(rows, schema=SELECTION_OVERLAP_SCHEMA)

@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.ekfac",
     "dvbench.plugins.valuators.one_step",
     "dvbench.plugins.selectors.top_k",
+    "dvbench.plugins.selectors.score_bins",
     "dvbench.plugins.selectors.random",
 )
 ENTRY_POINT_GROUP = "dvbench"

@@ -116,7 +116,7 @@ class Runner:
                 result.selections[use.label] = self._select(use, result.scores)
                 advance(1)
         with self._stage(result, "leaderboard") as advance:
-            result.tables = self._leaderboard(result.scores)
+            result.tables = self._leaderboard(result.scores, result.selections)
             advance(1)
         self._write_run_json(result, started)
         return result
@@ -213,13 +213,16 @@ class Runner:
         self.store.save(f"selections/{use.label}", producer, {".parquet": frame.write_parquet})
         return chosen
 
-    def _leaderboard(self, scores: dict[str, Scores]) -> dict[str, pl.DataFrame]:
+    def _leaderboard(self, scores: dict[str, Scores], selections: dict[str, dict[str, Selection]]) -> dict[str, pl.DataFrame]:
         frame = leaderboard.scores_frame(scores)
         tables = {
             "spearman": leaderboard.spearman(frame),
             "overlap": leaderboard.overlap(frame, self.spec.settings.leaderboard.overlap_fractions),
         }
+        if selections:
+            tables["selection_overlap"] = leaderboard.selection_overlap(selections)
         producer = {"scores": {label: self.store.producer(f"scores/{label}") for label in scores},
+                    "selections": {label: self.store.producer(f"selections/{label}") for label in selections},
                     "leaderboard": self.spec.settings.leaderboard.model_dump(mode="json")}
         for table, data in tables.items():
             self.store.save(f"leaderboard/{table}", producer, {
