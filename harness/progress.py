@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-Advance = Callable[[int], None]
+Advance = Callable[..., None]  # advance(n=1, note=""): n more done; note, if given, shown beside the rate
 
 
 class Progress:
@@ -16,7 +16,7 @@ class Progress:
 
     @contextmanager
     def task(self, description: str, total: int, unit: str = "items") -> Iterator[Advance]:
-        yield lambda n=1: None
+        yield lambda n=1, note="": None
 
 
 class RichProgress(Progress):
@@ -57,10 +57,11 @@ class RichProgress(Progress):
         live = self._live
         task_id = live.add_task(description, total=total, rate="")
 
-        def advance(n: int = 1) -> None:
+        def advance(n: int = 1, note: str = "") -> None:
             live.advance(task_id, n)
             speed = live.tasks[task_id].speed
-            live.update(task_id, rate=f"{speed:.1f} {unit}/s" if speed else "")
+            rate = f"{speed:.1f} {unit}/s" if speed else ""
+            live.update(task_id, rate=f"{rate}, {note}" if rate and note else rate or note)
 
         try:
             yield advance

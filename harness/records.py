@@ -85,6 +85,37 @@ class ValuationTask:
 
 
 @dataclass(frozen=True)
+class TrainingTask:
+    """What a trainer fine-tunes: ``model`` on ``examples`` (each in the template's training
+    form, the same ``L(θ, z)`` the valuators use).
+
+    ``out`` is the folder the fine-tuned model is saved to; ``work`` holds the trainer's
+    checkpoints, private to this model, data and config, so an interrupted training resumes.
+    """
+
+    model: ModelRef
+    examples: tuple[Example, ...]
+    out: Path
+    seed: int = 0
+    template: Template = Template()
+    progress: Progress = field(default_factory=Progress, compare=False)
+    work: Path | None = None
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """What an evaluator measures: ``model`` (fine-tuned) on ``examples``, against ``base`` (the
+    model it started from), with the template every role shares."""
+
+    model: ModelRef
+    base: ModelRef
+    examples: tuple[Example, ...]
+    seed: int = 0
+    template: Template = Template()
+    progress: Progress = field(default_factory=Progress, compare=False)
+
+
+@dataclass(frozen=True)
 class Scores:
     """One score per candidate (higher = more valuable), optionally per anchor (N x M).
 

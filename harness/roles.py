@@ -11,15 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dvbench.harness.config import Config
-from dvbench.harness.records import (
-    EvalResult,
-    Example,
-    ModelRef,
-    Scores,
-    Selection,
-    TrainedModel,
-    ValuationTask,
-)
+from dvbench.harness.records import EvalResult, EvalTask, Scores, Selection, TrainedModel, TrainingTask, ValuationTask
 
 
 class Plugin(abc.ABC):
@@ -101,8 +93,8 @@ class Trainer(Plugin):
     role = "trainer"
 
     @abc.abstractmethod
-    def train(self, model: ModelRef, examples: Sequence[Example]) -> TrainedModel:
-        """Fine-tune ``model`` on ``examples`` and return where the result lies."""
+    def train(self, task: TrainingTask) -> TrainedModel:
+        """Fine-tune ``task.model`` on ``task.examples``, save it to ``task.out`` and return it."""
 
 
 class Evaluator(Plugin):
@@ -111,8 +103,8 @@ class Evaluator(Plugin):
     role = "evaluator"
 
     @abc.abstractmethod
-    def evaluate(self, model: ModelRef, eval_set: Sequence[Example]) -> EvalResult:
-        """Evaluate ``model`` on ``eval_set``."""
+    def evaluate(self, task: EvalTask) -> EvalResult:
+        """Measure ``task.model`` (against ``task.base``) on ``task.examples``."""
 
 
 ROLES: dict[str, type[Plugin]] = {

@@ -1,0 +1,197 @@
+"""``full_finetune``: fine-tuning with AdamW on the answer-only loss ``L(θ, z)`` (SPEC.md).
+
+Each optimizer step takes ``batch_size × gradient_accumulation`` examples; its loss is the mean
+of their ``L`` (the mean answer NLL of the training sequence, as the valuators define it),
+accumulated over micro-batches of ``batch_size``. The gradient's norm is clipped to
+``max_grad_norm``, then ``torch.optim.AdamW`` steps (betas 0.9 and 0.999, eps 1e-8,
+``weight_decay``; with 0 it is Adam). The learning rate warms up linearly over
+``ceil(warmup_ratio × steps)`` steps and then stays constant or decays linearly or by a cosine to
+0: the formulas of transformers' ``get_scheduler``, which the tests compare against. Examples are
+shuffled each epoch by a generator seeded with ``(seed, epoch)``. Dropout stays off (the model
+is in eval mode), so a run is deterministic.
+
+Checkpoints: every ``checkpoint_every`` steps, the trainable parameters and the optimizer's state
+are written to ``task.work`` as ``checkpoint-<step>.safetensors``, and then ``checkpoint.json``
+names that file. A half-written file is therefore never mistaken for a checkpoint. A rerun
+resumes from the last checkpoint and, on CPU, ends bit for bit where an uninterrupted run would.
+The model is saved with ``save_pretrained`` into a partial folder that is renamed to
+``task.out`` when complete, with ``training.json`` (the loss and learning rate of every step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors, write_text_atomic
+from dvbench.harness.config import Config, InputError
+from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.tokens import Encoder
+from dvbench.harness.records import ModelRef, TrainedModel, TrainingTask
+from dvbench.harness.roles import Trainer
+
+STATE = ("exp_avg", "exp_avg_sq", "step")  # AdamW's state per parameter
+
+
+class FullFinetune(Trainer):
+    """Fine-tunes every parameter (or those matching ``trainable``) with AdamW."""
+
+    name = "full_finetune"
+    version = "1.0.0"
+
+    class Config(Config):
+        learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
+        epochs: int = Field(1, ge=1, description="Passes over the subset.")
+        batch_size: int = Field(8, ge=1, description="Examples per forward and backward (a micro-batch).")
+        gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+        schedule: Literal["constant", "linear", "cosine"] = Field(
+            "cosine", description="Learning rate after warm-up: constant, or decaying linearly or by a cosine to 0.")
+        warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of the steps with a linear warm-up.")
+        weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay.")
+        max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient's norm to this; unset: no clipping.")
+        trainable: str | None = Field(None, description="Train only parameters whose name matches this regular "
+                                                        "expression (re.search); unset: every parameter.")
+        checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints.")
+
+    def train(self, task: TrainingTask) -> TrainedModel:
+        import torch
+
+        if not task.examples:
+            raise InputError("full_finetune: the subset to train on is empty")
+        model, tokenizer = load_model(task.model)
+        encoder = Encoder(tokenizer, task.template)
+        sequences = [encoder.training(z) for z in task.examples]
+        params = self.trainable(model)
+        optimizer = torch.optim.AdamW(params.values(), lr=self.config.learning_rate,
+                                      weight_decay=self.config.weight_decay)
+        plan = self.plan(len(sequences), task.seed)
+        done, log = _resume(task.work, params, optimizer)
+        started, tokens = time.perf_counter(), 0
+        with task.progress.task("fine-tune", len(plan), "steps") as advance:
+            advance(done)
+            for step in range(done, len(plan)):
+                for group in optimizer.param_groups:
+                    group["lr"] = self.config.learning_rate * self.rate(step, len(plan))
+                loss = self.step(model, [sequences[i] for i in plan[step]], optimizer, params)
+                tokens += sum(len(sequences[i].ids) for i in plan[step])
+                log.append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "loss": loss})
+                advance(1, f"loss {loss:.3f}, {tokens / (time.perf_counter() - started):.0f} tokens/s")
+                if (step + 1) % self.config.checkpoint_every == 0 and step + 1 < len(plan):
+                    _checkpoint(task.work, step + 1, params, optimizer, log)
+        _save(model, tokenizer, task.out, log)
+        return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads),
+                            task.model, self.name, self.version, self.provenance()["config"],
+                            {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"]})
+
+    def trainable(self, model) -> dict:
+        """The parameters to train, by name; every other parameter is frozen."""
+        import re
+
+        pattern = None if self.config.trainable is None else re.compile(self.config.trainable)
+        chosen = {}
+        for name, p in model.named_parameters():
+            p.requires_grad_(pattern is None or bool(pattern.search(name)))
+            if p.requires_grad:
+                chosen[name] = p
+        if not chosen:
+            raise InputError(f"full_finetune: no parameter matches trainable={self.config.trainable!r}; "
+                             f"names are like {next(iter(dict(model.named_parameters())))}")
+        return chosen
+
+    def plan(self, count: int, seed: int) -> list[list[int]]:
+        """The examples of every optimizer step: each epoch a fresh permutation, cut into steps."""
+        size = self.config.batch_size * self.config.gradient_accumulation
+        steps = []
+        for epoch in range(self.config.epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(count).tolist()
+            steps += [order[i:i + size] for i in range(0, count, size)]
+        return steps
+
+    def rate(self, step: int, total: int) -> float:
+        """The learning rate's multiplier at ``step`` (0-based) of ``total``."""
+        warmup = math.ceil(self.config.warmup_ratio * total)
+        if step < warmup:
+            return step / max(1, warmup)
+        if self.config.schedule == "constant":
+            return 1.0
+        if self.config.schedule == "linear":
+            return max(0.0, (total - step) / max(1, total - warmup))
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def step(self, model, sequences, optimizer, params) -> float:
+        """One optimizer step on ``sequences``: their mean ``L``, in micro-batches. Returns the loss."""
+        import torch
+
+        from dvbench.harness.lm.loglik import collate, per_example, token_logprobs
+
+        device = next(model.parameters()).device
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for start in range(0, len(sequences), self.config.batch_size):
+            batch = collate(sequences[start:start + self.config.batch_size], "right", device)
+            logp = token_logprobs(model, batch)
+            losses = -per_example(batch, logp) / per_example(batch, torch.ones_like(logp))
+            (losses.sum() / len(sequences)).backward()
+            total += float(losses.detach().sum())
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), self.config.max_grad_norm)
+        optimizer.step()
+        return total / len(sequences)
+
+
+def _checkpoint(work, step: int, params: dict, optimizer, log: list) -> None:
+    """The trainable parameters and AdamW's state after ``step``, then the pointer to them."""
+    if work is None:
+        return
+    tensors = {f"param.{name}": p.detach() for name, p in params.items()}
+    for name, p in params.items():
+        for key in STATE:
+            tensors[f"{key}.{name}"] = optimizer.state[p][key]
+    file = work / f"checkpoint-{step}.safetensors"
+    write_atomic(file, lambda tmp: write_safetensors(tmp, tensors))
+    write_text_atomic(work / "checkpoint.json", json.dumps({"step": step, "file": file.name, "log": log}) + "\n")
+    for old in work.glob("checkpoint-*.safetensors"):
+        if old != file:
+            old.unlink()
+
+
+def _resume(work, params: dict, optimizer) -> tuple[int, list]:
+    """Load the last checkpoint in ``work`` into ``params`` and ``optimizer``; the steps done and
+    their log (0 and an empty log without one)."""
+    import torch
+
+    pointer = None if work is None else work / "checkpoint.json"
+    if pointer is None or not pointer.is_file():
+        return 0, []
+    record = json.loads(pointer.read_text(encoding="utf-8"))
+    tensors = read_safetensors(work / record["file"])
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[f"param.{name}"])
+            optimizer.state[p] = {key: tensors[f"{key}.{name}"] for key in STATE}
+    return record["step"], record["log"]
+
+
+def _save(model, tokenizer, out, log: list) -> None:
+    """The fine-tuned model in ``out``, complete or absent: built beside it, then renamed."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "training.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(partial, out)
+
+
+@hookimpl
+def dvbench_register_trainers(register):
+    register(FullFinetune)

@@ -1,0 +1,117 @@
+"""full_finetune against a literal loop: torch.optim.AdamW and transformers' get_scheduler on a deep
+copy, one unpadded sequence at a time; and interrupted training resumed bit for bit."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import get_scheduler
+
+from dvbench.harness.data.generated import generate
+from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.template import Template
+from dvbench.harness.lm.tokens import Encoder
+from dvbench.harness.records import ModelRef, TrainingTask
+from dvbench.harness.testing import reference_logprobs
+from dvbench.plugins.trainers import full_finetune
+from dvbench.plugins.trainers.full_finetune import FullFinetune
+
+EXAMPLES = generate(10, 0, 0, seed=4)["candidates"]
+
+
+def _task(tiny_model_dir, out, work=None, seed=7):
+    return TrainingTask(ModelRef(str(tiny_model_dir), dtype="float64"), EXAMPLES, out, seed=seed,
+                        template=Template(name="plain"), work=work)
+
+
+def _trainer(**config):
+    base = dict(learning_rate=1e-2, epochs=2, batch_size=3, gradient_accumulation=2, warmup_ratio=0.3)
+    return FullFinetune(FullFinetune.Config(**{**base, **config}))
+
+
+def _literal(tiny_model_dir, trainer, seed):
+    """AdamW stepped by hand: each step's examples in the documented order, each loss from the
+    model's own unpadded forward, the learning rate from transformers' scheduler."""
+    model, tokenizer = load_model(ModelRef(str(tiny_model_dir), dtype="float64"))
+    model = copy.deepcopy(model)
+    encoder = Encoder(tokenizer, Template(name="plain"))
+    config = trainer.config
+    size = config.batch_size * config.gradient_accumulation
+    steps = []
+    for epoch in range(config.epochs):
+        order = list(np.random.default_rng([seed, epoch]).permutation(len(EXAMPLES)))
+        steps += [order[i:i + size] for i in range(0, len(order), size)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    name = {"constant": "constant_with_warmup"}.get(config.schedule, config.schedule)  # transformers' names
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * len(steps)),
+                              num_training_steps=len(steps))
+    for chosen in steps:
+        optimizer.zero_grad()
+        loss = sum(-reference_logprobs(model, encoder.training(EXAMPLES[i])).mean() for i in chosen) / len(chosen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+    return dict(model.named_parameters())
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_equals_adamw_with_transformers_schedule(tiny_model_dir, tmp_path, schedule):
+    trainer = _trainer(schedule=schedule, weight_decay=0.1 if schedule == "cosine" else 0.0)
+    trained = trainer.train(_task(tiny_model_dir, tmp_path / "model"))
+    ours = dict(load_model(trained.model)[0].named_parameters())
+    expected = _literal(tiny_model_dir, trainer, seed=7)
+    base = dict(load_model(ModelRef(str(tiny_model_dir), dtype="float64"))[0].named_parameters())
+    assert set(ours) == set(expected)
+    for name, p in ours.items():
+        assert not torch.equal(p, base[name]), f"{name} did not move"
+        torch.testing.assert_close(p, expected[name], rtol=1e-9, atol=1e-12)
+    assert trained.metrics["steps"] == 4 and trained.base == _task(tiny_model_dir, None).model
+
+
+def test_trainable_pattern_freezes_the_rest(tiny_model_dir, tmp_path):
+    trained = _trainer(trainable=r"mlp\.down_proj").train(_task(tiny_model_dir, tmp_path / "model"))
+    ours = dict(load_model(trained.model)[0].named_parameters())
+    base = dict(load_model(ModelRef(str(tiny_model_dir), dtype="float64"))[0].named_parameters())
+    moved = {name for name in ours if not torch.equal(ours[name], base[name])}
+    assert moved == {name for name in ours if "mlp.down_proj" in name}
+    with pytest.raises(ValueError, match="no parameter matches trainable='nothing'"):
+        _trainer(trainable="nothing").train(_task(tiny_model_dir, tmp_path / "other"))
+
+
+def test_interrupted_training_resumes_bit_for_bit(tiny_model_dir, tmp_path, monkeypatch):
+    whole = _trainer(checkpoint_every=1).train(_task(tiny_model_dir, tmp_path / "whole"))
+    expected = dict(load_model(whole.model)[0].named_parameters())
+
+    real_step, calls = FullFinetune.step, []
+
+    def dies_at_the_third_step(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args)
+
+    monkeypatch.setattr(FullFinetune, "step", dies_at_the_third_step)
+    task = _task(tiny_model_dir, tmp_path / "resumed", work=tmp_path / "work")
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(checkpoint_every=1).train(task)
+    assert not task.out.exists() and (tmp_path / "work/checkpoint.json").is_file()
+    assert [p.name for p in (tmp_path / "work").glob("*.safetensors")] == ["checkpoint-2.safetensors"]
+
+    monkeypatch.setattr(FullFinetune, "step", real_step)
+    steps = []
+    monkeypatch.setattr(FullFinetune, "step", lambda self, *a: steps.append(1) or real_step(self, *a))
+    resumed = _trainer(checkpoint_every=1).train(task)
+    assert len(steps) == 2  # steps 3 and 4 only
+    for name, p in load_model(resumed.model)[0].named_parameters():
+        assert torch.equal(p, expected[name]), name
+    assert full_finetune.json.loads((task.out / "training.json").read_text()) == \
+        full_finetune.json.loads((tmp_path / "whole/training.json").read_text())
+
+
+def test_empty_subset_is_refused(tiny_model_dir, tmp_path):
+    task = TrainingTask(ModelRef(str(tiny_model_dir)), (), tmp_path / "m")
+    with pytest.raises(ValueError, match="subset to train on is empty"):
+        _trainer().train(task)
