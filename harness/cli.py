@@ -74,8 +74,9 @@ def _plugins(args, console) -> int:
     from dvbench.harness.plugins import load_registry
 
     table = Table(title="dvbench plugins")
-    for column in ("role", "name", "version", "from", "config keys"):
-        table.add_column(column)
+    for column in ("role", "name", "version", "from"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("config keys")  # the one that wraps on a narrow terminal
     for role, entries in load_registry().entries.items():
         for name, entry in sorted(entries.items()):
             table.add_row(role, name, entry.cls.version, entry.source, ", ".join(entry.cls.Config.model_fields))

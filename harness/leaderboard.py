@@ -100,3 +100,12 @@ def selection_overlap(selections: Mapping[str, Mapping[str, Selection]]) -> pl.D
                 rows.append({"selection": entry, "subset": subset, "a": a, "b": b, "k": len(first),
                              "overlap": shared / len(first) if first else None})
     return pl.DataFrame(rows, schema=SELECTION_OVERLAP_SCHEMA)
+
+
+def evaluation(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per fine-tuned (trainer, selection, valuator, subset) and eval subset, one column
+    per metric, in the order trained (the whole eval set, ``all``, first for each model)."""
+    keys = ["trainer", "selection", "valuator", "subset", "eval_subset"]
+    if frame.is_empty():
+        return pl.DataFrame(schema={k: pl.String for k in keys})
+    return frame.pivot(on="metric", index=keys, values="value", aggregate_function="first", maintain_order=True)

@@ -1,4 +1,5 @@
-"""Runs a validated spec stage by stage: data, model, valuation, selection, leaderboard.
+"""Runs a validated spec stage by stage: data, model, valuation, selection, training, evaluation,
+leaderboard.
 
 Artifacts land under the output folder, each with a record of its producer:
 
@@ -8,6 +9,7 @@ Artifacts land under the output folder, each with a record of its producer:
     scores/<label>.stats.json          counts the valuator reports: ties, truncations (when given)
     work/<valuator>-<key>/             a valuator's finished shards; key.json says what produced them
     selections/<selector>.parquet      valuator, subset, rank, candidate_id
+    models/, training/, evaluations/   fine-tuned models and their metrics (see harness.finetuning)
     leaderboard/<table>.{parquet,csv,md}
     run.json                           resolved spec, versions, seed, timings per stage
 
@@ -33,6 +35,7 @@ from dvbench.harness.artifacts import ArtifactStore, canonical, fingerprint, rea
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.data.hf import load_hub_examples
+from dvbench.harness.finetuning import FineTuning
 from dvbench.harness.lm import models
 from dvbench.harness.lm.template import Template
 from dvbench.harness.lm.tokens import Encoder
@@ -57,6 +60,8 @@ class RunResult:
     tokens: dict[str, dict] = field(default_factory=dict)
     scores: dict[str, Scores] = field(default_factory=dict)
     selections: dict[str, dict[str, Selection]] = field(default_factory=dict)
+    trained: dict[str, dict[tuple[str, str, str], str]] = field(default_factory=dict)
+    evaluations: dict[str, pl.DataFrame] = field(default_factory=dict)
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -115,8 +120,16 @@ class Runner:
             for use in self.spec.selectors.values():
                 result.selections[use.label] = self._select(use, result.scores)
                 advance(1)
+        tuning = FineTuning(self.spec, self.store, self.progress, self.log,
+                            {k: inputs[k] for k in ("model", "template", "seed")})
+        if self.spec.trainers:
+            with self._stage(result, "training", len(self.spec.trainers), "trainers") as advance:
+                result.trained = tuning.train(data.candidates, result.selections, advance)
+        if self.spec.evaluators:
+            with self._stage(result, "evaluation", len(self.spec.evaluators), "evaluators") as advance:
+                result.evaluations = tuning.evaluate(data.eval, result.trained, advance)
         with self._stage(result, "leaderboard") as advance:
-            result.tables = self._leaderboard(result.scores, result.selections)
+            result.tables = self._leaderboard(result.scores, result.selections, result.evaluations)
             advance(1)
         self._write_run_json(result, started)
         return result
@@ -213,7 +226,8 @@ class Runner:
         self.store.save(f"selections/{use.label}", producer, {".parquet": frame.write_parquet})
         return chosen
 
-    def _leaderboard(self, scores: dict[str, Scores], selections: dict[str, dict[str, Selection]]) -> dict[str, pl.DataFrame]:
+    def _leaderboard(self, scores: dict[str, Scores], selections: dict[str, dict[str, Selection]],
+                     evaluations: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         frame = leaderboard.scores_frame(scores)
         tables = {
             "spearman": leaderboard.spearman(frame),
@@ -221,8 +235,11 @@ class Runner:
         }
         if selections:
             tables["selection_overlap"] = leaderboard.selection_overlap(selections)
+        for label, frame in evaluations.items():
+            tables[f"evaluation_{label}"] = leaderboard.evaluation(frame)
         producer = {"scores": {label: self.store.producer(f"scores/{label}") for label in scores},
                     "selections": {label: self.store.producer(f"selections/{label}") for label in selections},
+                    "evaluations": {label: self.store.producer(f"evaluations/{label}") for label in evaluations},
                     "leaderboard": self.spec.settings.leaderboard.model_dump(mode="json")}
         for table, data in tables.items():
             self.store.save(f"leaderboard/{table}", producer, {

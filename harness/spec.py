@@ -144,6 +144,10 @@ class SpecModel(Config):
                                                                 "unset: every linear layer in the transformer blocks.")
     valuators: dict[str, dict[str, Any]] = Field(description="label -> {use: valuator, ...config}.")
     selection: dict[str, dict[str, Any]] = Field({}, description="label -> {use: selector, reference?, ...config}.")
+    training: dict[str, dict[str, Any]] = Field({}, description="label -> {use: trainer, selections?, ...config}: "
+                                                                 "fine-tune on every selected subset.")
+    evaluation: dict[str, dict[str, Any]] = Field({}, description="label -> {use: evaluator, ...config}: measure "
+                                                                   "every fine-tuned model on the eval set.")
     leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")
     output_dir: SpecPath | None = Field(None, description="Where artifacts go (default runs/<name>); --out overrides.")
 
@@ -179,6 +183,7 @@ class Use:
     label: str
     plugin: Plugin
     reference: str | None = None
+    selections: tuple[str, ...] | None = None  # a training entry's selection labels; None: all
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,8 @@ class Spec:
     settings: SpecModel
     valuators: dict[str, Use]
     selectors: dict[str, Use]
+    trainers: dict[str, Use]
+    evaluators: dict[str, Use]
 
     @property
     def name(self) -> str:
@@ -201,7 +208,15 @@ class Spec:
                              for u in self.valuators.values()}
         data["selection"] = {u.label: {"use": u.plugin.name, "reference": u.reference,
                                        **u.plugin.provenance()["config"]} for u in self.selectors.values()}
+        data["training"] = {u.label: {"use": u.plugin.name, "selections": self.trained_selections(u),
+                                      **u.plugin.provenance()["config"]} for u in self.trainers.values()}
+        data["evaluation"] = {u.label: {"use": u.plugin.name, **u.plugin.provenance()["config"]}
+                              for u in self.evaluators.values()}
         return data
+
+    def trained_selections(self, use: Use) -> list[str]:
+        """The selection labels a training entry fine-tunes on: its own list, else every one."""
+        return list(use.selections) if use.selections is not None else list(self.selectors)
 
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
@@ -237,14 +252,28 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
     settings, problems = validate(SpecModel, data, base_dir=source.parent)
     valuators = _uses(data.get("valuators"), "valuators", "valuator", registry, problems, source)
     selectors = _uses(data.get("selection"), "selection", "selector", registry, problems, source)
+    trainers = _uses(data.get("training"), "training", "trainer", registry, problems, source)
+    evaluators = _uses(data.get("evaluation"), "evaluation", "evaluator", registry, problems, source)
     labels = list(data["valuators"]) if isinstance(data.get("valuators"), dict) else []
     for use in selectors.values():
         if use.reference is not None and use.reference not in labels:
             problems.append(Problem(("selection", use.label, "reference"),
                                     f"unknown valuator label {use.reference!r}; labels: {', '.join(map(str, labels))}"))
+    chosen = list(data["selection"]) if isinstance(data.get("selection"), dict) else []
+    for use in trainers.values():
+        for i, name in enumerate(use.selections or ()):
+            if name not in chosen:
+                problems.append(Problem(("training", use.label, "selections", i),
+                                        f"unknown selection label {name!r}; labels: {', '.join(map(str, chosen)) or 'none'}"))
+    if (trainers or evaluators) and not chosen:
+        problems.append(Problem(("training",) if trainers else ("evaluation",),
+                                "fine-tuning needs subsets to train on: add a 'selection' section"))
+    if evaluators and not trainers:
+        problems.append(Problem(("evaluation",), "evaluators measure fine-tuned models: add a 'training' section"))
     if problems:
         raise ConfigError(str(source), problems, lines)
-    return Spec(source=source, settings=settings, valuators=valuators, selectors=selectors)
+    return Spec(source=source, settings=settings, valuators=valuators, selectors=selectors, trainers=trainers,
+                evaluators=evaluators)
 
 
 def _uses(entries: Any, section: str, role: str, registry: Registry, problems: list, source: Path) -> dict[str, Use]:
@@ -261,9 +290,14 @@ def _uses(entries: Any, section: str, role: str, registry: Registry, problems: l
             problems.append(Problem(path, f"expected a mapping with 'use: <{role} name>'; "
                                           f"available: {registry.available(role)}"))
             continue
-        harness_keys = ("use", "reference") if section == "selection" else ("use",)
+        harness_keys = {"selection": ("use", "reference"), "training": ("use", "selections")}.get(section, ("use",))
         config = {k: v for k, v in entry.items() if k not in harness_keys}
         reference = entry.get("reference") if section == "selection" else None
+        selections = entry.get("selections") if section == "training" else None
+        if selections is not None and (not isinstance(selections, list)
+                                       or not all(isinstance(x, str) for x in selections)):
+            problems.append(Problem(path + ("selections",), "expected a list of selection labels, e.g. [bins]"))
+            continue
         if entry["use"] not in registry.entries[role]:
             problems.append(Problem(path + ("use",), f"unknown {role} {entry['use']!r}; "
                                                      f"available: {registry.available(role)}"))
@@ -272,7 +306,7 @@ def _uses(entries: Any, section: str, role: str, registry: Registry, problems: l
         instance, found = validate(cls.Config, config, path, base_dir=source.parent)
         problems.extend(found)
         if instance is not None:
-            uses[label] = Use(label, cls(instance), reference)
+            uses[label] = Use(label, cls(instance), reference, None if selections is None else tuple(selections))
     return uses
 
 

@@ -151,7 +151,7 @@ def load_model(ref: ModelRef):
         torch.set_num_threads(ref.threads)
     resolved = resolve(ref)
     tokenizer = _tokenizer(ref, resolved)
-    with _input_errors(ref, resolved, "model"):
+    with _input_errors(ref, resolved, "model"), quiet_bars():
         model = AutoModelForCausalLM.from_pretrained(
             resolved.path,
             dtype=getattr(torch, ref.dtype),
@@ -159,6 +159,20 @@ def load_model(ref: ModelRef):
             trust_remote_code=ref.trust_remote_code,
         )
     return model.eval(), tokenizer
+
+
+@contextmanager
+def quiet_bars():
+    """transformers' own progress bars off (loading a folder takes a second; dvbench shows its own)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _tokenizer(ref: ModelRef, resolved: ResolvedModel):

@@ -33,7 +33,7 @@ from pydantic import Field
 from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors, write_text_atomic
 from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.models import load_model, quiet_bars
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, TrainedModel, TrainingTask
 from dvbench.harness.roles import Trainer
@@ -54,7 +54,8 @@ class FullFinetune(Trainer):
         gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
         schedule: Literal["constant", "linear", "cosine"] = Field(
             "cosine", description="Learning rate after warm-up: constant, or decaying linearly or by a cosine to 0.")
-        warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of the steps with a linear warm-up.")
+        warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps with a linear warm-up "
+                                                                 "(its first step has rate 0, as in transformers).")
         weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay.")
         max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient's norm to this; unset: no clipping.")
         trainable: str | None = Field(None, description="Train only parameters whose name matches this regular "
@@ -185,8 +186,9 @@ def _save(model, tokenizer, out, log: list) -> None:
     """The fine-tuned model in ``out``, complete or absent: built beside it, then renamed."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    with quiet_bars():
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     (partial / "training.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
