@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a spec without loading any model")
     check.add_argument("spec", type=Path)
     commands.add_parser("plugins", help="list every registered plugin")
-    board = commands.add_parser("leaderboard", help="print the leaderboards saved in a run folder")
+    board = commands.add_parser("leaderboard", help="print the leaderboards saved in a run folder and draw its plots again")
     board.add_argument("dir", type=Path, help="a run's output folder")
     args = parser.parse_args(argv)
 
@@ -85,14 +85,21 @@ def _plugins(args, console) -> int:
 
 
 def _leaderboard(args, console) -> int:
+    import json
+
     import polars as pl
 
+    from dvbench.harness import plots
     from dvbench.harness.config import InputError
 
     tables = {path.stem: pl.read_parquet(path) for path in sorted((args.dir / "leaderboard").glob("*.parquet"))}
     if not tables:
         raise InputError(f"{args.dir}: no leaderboard/*.parquet here; run `dvbench run SPEC --out {args.dir}` first")
     _print_tables(console, tables)
+    run = args.dir / "run.json"
+    scatter = json.loads(run.read_text(encoding="utf-8"))["spec"]["leaderboard"].get("scatter") if run.is_file() else None
+    for path in plots.render(args.dir, scatter):
+        console.print(f"drew {path}")
     return 0
 
 

@@ -19,6 +19,9 @@ from dvbench.harness.sizes import count_of
 
 SPEARMAN_SCHEMA = {"a": pl.String, "b": pl.String, "rho": pl.Float64, "p_value": pl.Float64, "n": pl.Int64}
 OVERLAP_SCHEMA = {"a": pl.String, "b": pl.String, "q": pl.Float64, "k": pl.Int64, "overlap": pl.Float64}
+PER_ANCHOR_SCHEMA = {"a": pl.String, "b": pl.String, "anchors": pl.Int64, "median": pl.Float64,
+                     "q25": pl.Float64, "q75": pl.Float64}
+DEFECT_AUC_SCHEMA = {"valuator": pl.String, "clean": pl.Int64, "defective": pl.Int64, "auc": pl.Float64}
 SELECTION_OVERLAP_SCHEMA = {"selection": pl.String, "subset": pl.String, "a": pl.String, "b": pl.String,
                             "k": pl.Int64, "overlap": pl.Float64}
 
@@ -109,3 +112,42 @@ def evaluation(frame: pl.DataFrame) -> pl.DataFrame:
     if frame.is_empty():
         return pl.DataFrame(schema={k: pl.String for k in keys})
     return frame.pivot(on="metric", index=keys, values="value", aggregate_function="first", maintain_order=True)
+
+
+def spearman_per_anchor(scores: Mapping[str, Scores]) -> pl.DataFrame:
+    """Spearman's rho between two valuators' per-anchor scores, anchor by anchor: its median and
+    quartiles over the anchors, for every pair that has per-anchor matrices on the same anchors.
+    An anchor on which either valuator's scores are all equal has no rho and is not counted."""
+    from scipy.stats import rankdata
+
+    labels = [label for label, s in scores.items() if s.per_anchor is not None]
+    ranks = {label: rankdata(np.asarray(scores[label].per_anchor, dtype=np.float64), axis=1) for label in labels}
+    rows = []
+    for a, b in itertools.combinations(labels, 2):
+        if scores[a].anchor_ids != scores[b].anchor_ids:
+            continue
+        x = ranks[a] - ranks[a].mean(axis=1, keepdims=True)
+        y = ranks[b] - ranks[b].mean(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+        rho = rho[np.isfinite(rho)]
+        quartiles = np.percentile(rho, [25, 50, 75]).tolist() if len(rho) else [None] * 3
+        rows.append({"a": a, "b": b, "anchors": len(rho), "median": quartiles[1], "q25": quartiles[0],
+                     "q75": quartiles[2]})
+    return pl.DataFrame(rows, schema=PER_ANCHOR_SCHEMA)
+
+
+def defect_auc(frame: pl.DataFrame, defective: Sequence[bool]) -> pl.DataFrame:
+    """Per valuator, the probability that a clean candidate scores above a defective one (ties
+    count one half): the AUC of ranking clean candidates first (0.5: chance)."""
+    from scipy.stats import rankdata
+
+    bad = np.asarray(defective, dtype=bool)
+    clean, defects = int((~bad).sum()), int(bad.sum())
+    rows = []
+    for label in _labels(frame):
+        ranks = rankdata(frame[label].to_numpy())
+        u = ranks[~bad].sum() - clean * (clean + 1) / 2
+        rows.append({"valuator": label, "clean": clean, "defective": defects,
+                     "auc": float(u / (clean * defects)) if clean and defects else None})
+    return pl.DataFrame(rows, schema=DEFECT_AUC_SCHEMA)

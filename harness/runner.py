@@ -11,6 +11,7 @@ Artifacts land under the output folder, each with a record of its producer:
     selections/<selector>.parquet      valuator, subset, rank, candidate_id
     models/, training/, evaluations/   fine-tuned models and their metrics (see harness.finetuning)
     leaderboard/<table>.{parquet,csv,md}
+    leaderboard/plots/*.png            Spearman heatmap, scatter of two valuators, overlap by percentile
     run.json                           resolved spec, versions, seed, timings per stage
 
 Scores whose record names the same producer (plugin, version, config, data, model, seed) are
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dvbench.harness import __version__, leaderboard, report
+from dvbench.harness import __version__, leaderboard, plots, report
 from dvbench.harness.artifacts import ArtifactStore, canonical, fingerprint, read_npz, write_npz, write_text_atomic
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
@@ -129,7 +130,7 @@ class Runner:
             with self._stage(result, "evaluation", len(self.spec.evaluators), "evaluators") as advance:
                 result.evaluations = tuning.evaluate(data.eval, result.trained, advance)
         with self._stage(result, "leaderboard") as advance:
-            result.tables = self._leaderboard(result.scores, result.selections, result.evaluations)
+            result.tables = self._leaderboard(data, result.scores, result.selections, result.evaluations)
             advance(1)
         self._write_run_json(result, started)
         return result
@@ -226,13 +227,18 @@ class Runner:
         self.store.save(f"selections/{use.label}", producer, {".parquet": frame.write_parquet})
         return chosen
 
-    def _leaderboard(self, scores: dict[str, Scores], selections: dict[str, dict[str, Selection]],
+    def _leaderboard(self, data: Data, scores: dict[str, Scores], selections: dict[str, dict[str, Selection]],
                      evaluations: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         frame = leaderboard.scores_frame(scores)
         tables = {
             "spearman": leaderboard.spearman(frame),
             "overlap": leaderboard.overlap(frame, self.spec.settings.leaderboard.overlap_fractions),
         }
+        if sum(s.per_anchor is not None for s in scores.values()) >= 2:
+            tables["spearman_per_anchor"] = leaderboard.spearman_per_anchor(scores)
+        if any("defect" in c.meta for c in data.candidates):
+            tables["defect_auc"] = leaderboard.defect_auc(frame, [c.meta.get("defect") not in (None, "", False, 0)
+                                                                  for c in data.candidates])
         if selections:
             tables["selection_overlap"] = leaderboard.selection_overlap(selections)
         for label, frame in evaluations.items():
@@ -247,6 +253,7 @@ class Runner:
                 ".csv": data.write_csv,
                 ".md": lambda tmp, data=data: tmp.write_text(report.markdown(data), encoding="utf-8"),
             })
+        plots.render(self.out, self.spec.settings.leaderboard.scatter)
         return tables
 
     def _write_run_json(self, result: RunResult, started: float) -> None:

@@ -123,6 +123,8 @@ class LeaderboardSection(Config):
     overlap_fractions: list[float] = Field(
         [0.05, 0.1, 0.2, 0.5], min_length=1, description="Fractions q for the top-q overlap table."
     )
+    scatter: list[str] | None = Field(None, min_length=2, max_length=2, description="The two valuator labels of "
+                                      "the scatter plot; unset: the first two.")
 
     @field_validator("overlap_fractions")
     @classmethod
@@ -259,6 +261,10 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
         if use.reference is not None and use.reference not in labels:
             problems.append(Problem(("selection", use.label, "reference"),
                                     f"unknown valuator label {use.reference!r}; labels: {', '.join(map(str, labels))}"))
+    for i, label in enumerate(settings.leaderboard.scatter or [] if settings is not None else []):
+        if label not in labels:
+            problems.append(Problem(("leaderboard", "scatter", i),
+                                    f"unknown valuator label {label!r}; labels: {', '.join(map(str, labels))}"))
     chosen = list(data["selection"]) if isinstance(data.get("selection"), dict) else []
     for use in trainers.values():
         for i, name in enumerate(use.selections or ()):

@@ -19,9 +19,17 @@ def test_run_then_leaderboard_prints_the_saved_tables(tmp_path, tiny_model_dir):
     run = _dvbench("run", tmp_path / "spec.yaml", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "spearman" in run.stdout and f"wrote {tmp_path}" in run.stdout
+    plots = {p.name: p.read_bytes() for p in (tmp_path / "leaderboard/plots").iterdir()}
+    assert set(plots) == {"spearman.png", "scatter.png", "overlap.png"}
+    assert all(png.startswith(b"\x89PNG") for png in plots.values())
+    assert "defect_auc" in run.stdout  # the generated data plants defects
+    for path in (tmp_path / "leaderboard/plots").iterdir():
+        path.unlink()
     board = _dvbench("leaderboard", tmp_path)
     assert board.returncode == 0
     assert "icp-mean" in board.stdout and "overlap" in board.stdout and "spearman" in board.stdout
+    assert "spearman_per_anchor" in board.stdout and "defect_auc" in board.stdout
+    assert {p.name: p.read_bytes() for p in (tmp_path / "leaderboard/plots").iterdir()} == plots  # redrawn alike
 
 
 def test_leaderboard_of_an_empty_folder_says_what_to_do(tmp_path):
