@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.one_step",
     "dvbench.plugins.trainers.full_finetune",
     "dvbench.plugins.evaluators.loss",
+    "dvbench.plugins.evaluators.win_rate",
     "dvbench.plugins.selectors.top_k",
     "dvbench.plugins.selectors.score_bins",
     "dvbench.plugins.selectors.random",

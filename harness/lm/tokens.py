@@ -68,11 +68,7 @@ class Encoder:
         """``(query ids, answer ids)`` of ``example``; the answer cut to ``max_answer_tokens``
         (counted once per example) and followed by EOS unless cut."""
         if example not in self._pieces:
-            text = self.template.query(example, self.tokenizer)
-            bos = self.tokenizer.bos_token
-            if self.bos and bos and text.startswith(bos):  # a chat template's own BOS: added as an id
-                text = text[len(bos):]
-            query = self._ids(text)
+            query = self._query(example)
             answer = self._ids(example.output)
             if len(answer) > self.template.max_answer_tokens:
                 self.truncated["answer"] += 1
@@ -83,6 +79,26 @@ class Encoder:
                 raise InputError(f"example {example.id!r}: its answer has no tokens; give it an output")
             self._pieces[example] = (query, answer)
         return self._pieces[example]
+
+    def _query(self, example: Example) -> tuple[int, ...]:
+        text = self.template.query(example, self.tokenizer)
+        bos = self.tokenizer.bos_token
+        if self.bos and bos and text.startswith(bos):  # a chat template's own BOS: added as an id
+            text = text[len(bos):]
+        return self._ids(text)
+
+    def prompt(self, x: Example, room: int = 0) -> tuple[int, ...]:
+        """``[BOS] header x.query``: what a model continues to answer ``x`` (no answer needed),
+        the query cut from the left so that ``room`` tokens more still fit in ``max_length``."""
+        query = self._query(x)
+        keep = self.template.max_length - room - len(self.bos) - len(self.header)
+        if keep < 1:
+            raise InputError(f"template.max_length ({self.template.max_length}) leaves no room for a query "
+                             f"and {room} generated tokens; raise max_length")
+        if len(query) > keep:
+            self.truncated["query"] += 1
+            query = query[len(query) - keep:]
+        return self.bos + self.header + query
 
     def zero_shot(self, x: Example) -> Sequence:
         """``[BOS] header x.query x.answer``: the sequence of ``s_zs(x)`` and of ``L(θ, x)``."""

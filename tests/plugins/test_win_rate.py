@@ -1,0 +1,135 @@
+"""win_rate: its judges against explicit computations, its metrics against alpaca_eval's, its wiring
+to an alpaca_eval annotator through alpaca_eval's offline test decoder."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dvbench.harness.alpaca import annotate, contained
+from dvbench.harness.data.generated import generate
+from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.template import Template
+from dvbench.harness.records import EvalTask, Example, ModelRef
+from dvbench.harness.testing import reference_logprobs, tiny_lm
+from dvbench.plugins.evaluators import judges
+from dvbench.plugins.evaluators.win_rate import WinRate
+
+OFFLINE = Path(__file__).parent / "alpaca_eval_offline" / "configs.yaml"
+EVAL = tuple(dataclasses.replace(e, subset="ab"[i % 2]) for i, e in enumerate(generate(0, 0, 6, seed=2)["eval"]))
+
+
+@pytest.fixture(scope="module")
+def tuned_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tuned")
+    model, tokenizer = tiny_lm("float32", seed=1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _naive_preference(judge, example, base, out):
+    """P(model better) from full forwards, one label and order at a time."""
+    from dvbench.harness.lm.tokens import Sequence
+
+    model, tokenizer = load_model(judge)
+    a, b = (tokenizer(x, add_special_tokens=False)["input_ids"][-1] for x in "ab")
+    probs = []
+    for first, second, model_label in ((base, out, b), (out, base, a)):
+        text = judges.JUDGE_PROMPT.format(instruction=judges.instruction_text(example), first=first, second=second)
+        prompt = tuple(tokenizer(text)["input_ids"])
+        lp = {label: reference_logprobs(model, Sequence(prompt + (label,), len(prompt), 0)).item() for label in (a, b)}
+        probs.append(math.exp(lp[model_label]) / (math.exp(lp[a]) + math.exp(lp[b])))
+    return 1 + sum(probs) / 2
+
+
+def test_local_judge_averages_both_orders(tiny_model_dir):
+    judge = ModelRef(str(tiny_model_dir), dtype="float64")
+    examples = EVAL[:3]
+    base, out = ["The answer is 4.", "blue", "x"], ["4", "The sky is blue.", "x"]
+    found = judges.local_lm(judge, examples, base, out, batch_size=2)
+    for e, b, o, p in zip(examples, base, out, found):
+        assert p == pytest.approx(_naive_preference(judge, e, b, o), abs=1e-9)
+    assert found[2] == pytest.approx(1.5, abs=1e-12)  # identical responses: the position bias cancels
+
+
+def test_reference_judge_compares_token_f1():
+    example = Example("r", "What colour is the sky?", "", "The sky is blue.")
+    assert judges.reference([example] * 3, ["blue", "The sky is blue.", "green"], ["The sky is blue.", "blue", "red"]) \
+        == [2.0, 1.0, 1.5]
+    with pytest.raises(ValueError, match="needs a reference answer"):
+        judges.reference([dataclasses.replace(example, output="")], ["a"], ["b"])
+
+
+def _pairwise_to_winrate():
+    with contained():  # alpaca_eval's import-time warnings and logging, as dvbench keeps them out
+        from alpaca_eval.metrics import pairwise_to_winrate
+    return pairwise_to_winrate
+
+
+def test_win_rate_uses_alpaca_eval_metrics_overall_and_per_subset(tiny_model_dir, tuned_dir, monkeypatch):
+    pairwise_to_winrate = _pairwise_to_winrate()
+
+    config = WinRate.Config(judge_model=str(tiny_model_dir), max_new_tokens=6, batch_size=4)
+    evaluator, seen = WinRate(config), {}
+    real = judges.local_lm
+    monkeypatch.setattr(judges, "local_lm", lambda *a, **k: seen.setdefault("p", real(*a, **k)))
+    task = EvalTask(ModelRef(str(tuned_dir)), ModelRef(str(tiny_model_dir)), EVAL, template=Template(name="plain"))
+    result = evaluator.evaluate(task)
+    expected = pairwise_to_winrate(seen["p"])
+    assert result.metrics["win_rate"] == pytest.approx(float(expected["win_rate"]))
+    assert result.metrics["standard_error"] == pytest.approx(float(expected["standard_error"]))
+    assert result.metrics["win_rate"] == pytest.approx(100 * (sum(seen["p"]) / len(seen["p"]) - 1))
+    assert set(result.by_subset) == {"a", "b"}
+    rows = [p for e, p in zip(EVAL, seen["p"]) if e.subset == "b"]
+    assert result.by_subset["b"]["n_total"] == len(rows)
+
+
+def test_alpaca_eval_annotator_by_path_with_the_offline_decoder(tiny_model_dir):
+    pairwise_to_winrate = _pairwise_to_winrate()
+
+    examples = tuple(dataclasses.replace(e, meta={"baseline_output": f"base {i}"}) for i, e in enumerate(EVAL))
+    config = WinRate.Config(judge="alpaca_eval", annotator=str(OFFLINE), baseline="baseline_output", max_new_tokens=4)
+    ref = ModelRef(str(tiny_model_dir))
+    result = WinRate(config).evaluate(EvalTask(ref, ref, examples, template=Template(name="plain")))
+    # the decoder always answers "Output (b)"; alpaca_eval shuffles the two outputs per example
+    # (seeded), so the model wins where it was shown second
+    preferences = annotate(str(OFFLINE), [judges.instruction_text(e) for e in examples],
+                           [e.meta["baseline_output"] for e in examples], ["x"] * len(examples))
+    assert set(preferences) <= {1.0, 2.0}
+    assert result.metrics["n_total"] == len(examples)
+    assert result.metrics["win_rate"] == pytest.approx(float(pairwise_to_winrate(preferences)["win_rate"]))
+
+
+def test_a_judge_returning_garbage_is_an_error(tiny_model_dir, tmp_path):
+    config = OFFLINE.read_text().replace('value: "Output (b)"', 'value: "I cannot decide."')
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled/configs.yaml").write_text(config.replace("alpaca_eval_offline", "garbled"))
+    (tmp_path / "garbled/prompt.txt").write_text((OFFLINE.parent / "prompt.txt").read_text())
+    winrate = WinRate(WinRate.Config(judge="alpaca_eval", annotator=str(tmp_path / "garbled/configs.yaml"),
+                                     baseline="baseline_output", max_new_tokens=2))
+    examples = tuple(dataclasses.replace(e, meta={"baseline_output": "b"}) for e in EVAL[:2])
+    ref = ModelRef(str(tiny_model_dir))
+    with pytest.raises(ValueError, match=r"alpaca_eval judge gave no usable preference for 2 of 2 prompts"):
+        winrate.evaluate(EvalTask(ref, ref, examples, template=Template(name="plain")))
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="judge alpaca_eval needs an annotator"):
+        WinRate.Config(judge="alpaca_eval")
+
+
+def test_alpaca_eval_side_effects_stay_out():
+    """In a fresh interpreter: the root logger, the environment and stderr are untouched."""
+    code = ("import logging, os, json; from dvbench.harness.alpaca import win_rate; "
+            "env = dict(os.environ); level = logging.getLogger().level; "
+            "result = win_rate([2, 1, 1.5]); "
+            "print(json.dumps([level == logging.getLogger().level, env == dict(os.environ), result['win_rate']]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, True, 50.0]
+    assert done.stderr == ""
