@@ -24,7 +24,7 @@ import re
 import secrets
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -45,6 +45,9 @@ _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 # Files a hub repo may hold that from_pretrained never reads: not downloaded.
 _HUB_SKIP = ["*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel"]
 _log = logging.getLogger(__name__)
+
+
+PARTIAL = "dvbench-partial.json"  # a folder of changed tensors over a base model (save_partial)
 
 
 def cache_dir() -> Path:
@@ -151,6 +154,8 @@ def load_model(ref: ModelRef):
         torch.set_num_threads(ref.threads)
     resolved = resolve(ref)
     tokenizer = _tokenizer(ref, resolved)
+    if (resolved.path / PARTIAL).is_file():
+        return _partial(ref, resolved.path), tokenizer
     with _input_errors(ref, resolved, "model"), quiet_bars():
         model = AutoModelForCausalLM.from_pretrained(
             resolved.path,
@@ -159,6 +164,35 @@ def load_model(ref: ModelRef):
             trust_remote_code=ref.trust_remote_code,
         )
     return model.eval(), tokenizer
+
+
+def save_partial(folder: Path, base: ModelRef, tensors: dict) -> None:
+    """A fine-tuned model saved as the tensors that changed and the model they apply to: the
+    folder loads like any other, as ``base`` with ``tensors`` in place of its own."""
+    from dvbench.harness.artifacts import write_safetensors
+
+    write_safetensors(folder / "changed.safetensors", tensors)
+    (folder / PARTIAL).write_text(json.dumps({"base": asdict(base)}, indent=1) + "\n", encoding="utf-8")
+
+
+def _partial(ref: ModelRef, folder: Path):
+    """The base model named in ``folder``'s record, with the saved tensors in place."""
+    import torch
+
+    from dvbench.harness.artifacts import read_safetensors
+
+    base = ModelRef(**{**json.loads((folder / PARTIAL).read_text(encoding="utf-8"))["base"],
+                       "dtype": ref.dtype, "threads": ref.threads})
+    model, _ = load_model(base)
+    params = dict(model.named_parameters())
+    changed = read_safetensors(folder / "changed.safetensors")
+    unknown = sorted(set(changed) - set(params))
+    if unknown:
+        raise InputError(f"{folder}: saved tensors {', '.join(unknown[:3])} are not parameters of {base.source!r}")
+    with torch.no_grad():
+        for name, tensor in changed.items():
+            params[name].copy_(tensor)
+    return model
 
 
 @contextmanager
@@ -205,7 +239,7 @@ def _input_errors(ref: ModelRef, resolved: ResolvedModel, what: str):
 
 
 def _from_folder(folder: Path, description: str) -> ResolvedModel:
-    if not (folder / "config.json").is_file():
+    if not (folder / "config.json").is_file() and not (folder / PARTIAL).is_file():
         raise InputError(
             f"model folder {folder} has no config.json; give a folder saved with save_pretrained, "
             "a .gguf file or a hub name"

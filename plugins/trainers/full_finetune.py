@@ -16,6 +16,8 @@ names that file. A half-written file is therefore never mistaken for a checkpoin
 resumes from the last checkpoint and, on CPU, ends bit for bit where an uninterrupted run would.
 The model is saved with ``save_pretrained`` into a partial folder that is renamed to
 ``task.out`` when complete, with ``training.json`` (the loss and learning rate of every step).
+With ``trainable`` set, only the trained parameters are saved, over a record of the base model
+(:func:`~dvbench.harness.lm.models.save_partial`): the folder loads like any model folder.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pydantic import Field
 from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors, write_text_atomic
 from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model, quiet_bars
+from dvbench.harness.lm.models import load_model, quiet_bars, save_partial
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, TrainedModel, TrainingTask
 from dvbench.harness.roles import Trainer
@@ -59,7 +61,7 @@ class FullFinetune(Trainer):
         weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay.")
         max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient's norm to this; unset: no clipping.")
         trainable: str | None = Field(None, description="Train only parameters whose name matches this regular "
-                                                        "expression (re.search); unset: every parameter.")
+                                                        "expression (re.search), and save only those; unset: all.")
         checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints.")
 
     def train(self, task: TrainingTask) -> TrainedModel:
@@ -87,7 +89,7 @@ class FullFinetune(Trainer):
                 advance(1, f"loss {loss:.3f}, {tokens / (time.perf_counter() - started):.0f} tokens/s")
                 if (step + 1) % self.config.checkpoint_every == 0 and step + 1 < len(plan):
                     _checkpoint(task.work, step + 1, params, optimizer, log)
-        _save(model, tokenizer, task.out, log)
+        _save(model, tokenizer, task.out, log, None if self.config.trainable is None else (task.model, params))
         return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads),
                             task.model, self.name, self.version, self.provenance()["config"],
                             {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"]})
@@ -182,12 +184,17 @@ def _resume(work, params: dict, optimizer) -> tuple[int, list]:
     return record["step"], record["log"]
 
 
-def _save(model, tokenizer, out, log: list) -> None:
-    """The fine-tuned model in ``out``, complete or absent: built beside it, then renamed."""
+def _save(model, tokenizer, out, log: list, changed: tuple | None) -> None:
+    """The fine-tuned model in ``out``, complete or absent: built beside it, then renamed. With
+    ``changed = (base, params)`` only the trained parameters are saved, over the base model."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     with quiet_bars():
-        model.save_pretrained(partial)
+        if changed is None:
+            model.save_pretrained(partial)
+        else:
+            save_partial(partial, changed[0], {name: p.detach() for name, p in changed[1].items()})
         tokenizer.save_pretrained(partial)
     (partial / "training.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)

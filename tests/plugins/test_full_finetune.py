@@ -77,6 +77,8 @@ def test_trainable_pattern_freezes_the_rest(tiny_model_dir, tmp_path):
     base = dict(load_model(ModelRef(str(tiny_model_dir), dtype="float64"))[0].named_parameters())
     moved = {name for name in ours if not torch.equal(ours[name], base[name])}
     assert moved == {name for name in ours if "mlp.down_proj" in name}
+    saved = {p.name for p in (tmp_path / "model").iterdir()}  # only the trained tensors, over the base
+    assert {"dvbench-partial.json", "changed.safetensors"} <= saved and "model.safetensors" not in saved
     with pytest.raises(ValueError, match="no parameter matches trainable='nothing'"):
         _trainer(trainable="nothing").train(_task(tiny_model_dir, tmp_path / "other"))
 
