@@ -61,10 +61,10 @@ def _check(args, console) -> int:
     from dvbench.harness.spec import load_spec
 
     spec = load_spec(args.spec)
-    console.print(
-        f"{args.spec}: ok — {spec.name}: {len(spec.valuators)} valuator(s), {len(spec.selectors)} selector(s)",
-        highlight=False,
-    )
+    counts = ", ".join(f"{len(uses)} {role}(s)" for role, uses in (
+        ("valuator", spec.valuators), ("selector", spec.selectors), ("trainer", spec.trainers),
+        ("evaluator", spec.evaluators)) if uses or role == "valuator")
+    console.print(f"{args.spec}: ok — {spec.name}: {counts}", highlight=False)
     return 0
 
 

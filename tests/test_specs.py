@@ -1,5 +1,6 @@
 """The specs we ship validate, and the quickstart runs."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,15 +8,59 @@ import polars as pl
 import pytest
 import yaml
 
+from dvbench.harness.data.generated import generate
 from dvbench.harness.runner import Runner
 from dvbench.harness.spec import load_spec
 
 SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
+SHARED_ANCHORS = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4" / "kmeans100_anchors.jsonl"
+
+
+def _with_anchors(path: Path, folder: Path) -> Path:
+    """paper-full.yaml expects the user's K-Means-100 file beside it: the real one from
+    ../shared where present, else 100 generated rows, so every other key is still validated."""
+    copy = folder / path.name
+    copy.write_text(path.read_text())
+    if SHARED_ANCHORS.is_file():
+        (folder / "kmeans100_anchors.jsonl").write_text(SHARED_ANCHORS.read_text())
+    else:
+        rows = generate(0, 100, 0, seed=1)["anchors"]
+        (folder / "kmeans100_anchors.jsonl").write_text("".join(
+            json.dumps({"id": e.id, "instruction": e.instruction, "input": e.input, "output": e.output}) + "\n"
+            for e in rows))
+    return copy
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
-def test_shipped_spec_validates(path):
-    assert load_spec(path).name == path.stem
+def test_shipped_spec_validates(path, tmp_path):
+    if path.name == "paper-full.yaml":
+        path = _with_anchors(path, tmp_path)
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    if path.stem.startswith("paper"):  # the paper's comparison, bins, fine-tuning and both evaluations
+        assert {u.plugin.name for u in spec.valuators.values()} == {"icp", "grad_ip", "ekfac", "one_step", "random"}
+        assert [u.plugin.name for u in spec.selectors.values()] == ["score_bins"]
+        assert {u.plugin.name for u in spec.evaluators.values()} == {"loss", "win_rate"}
+
+
+def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
+    """specs/paper.yaml with the tiny model in place of the embedded one (also as judge), its
+    fine-tuning restricted to the tiny model's last MLP: every table and plot is written."""
+    data = yaml.safe_load((SPECS[[p.name for p in SPECS].index("paper.yaml")]).read_text())
+    data["model"] = {"name": str(tiny_model_dir)}
+    data["training"]["finetune"]["trainable"] = r"layers\.1\.mlp"
+    data["evaluation"]["win_rate"]["judge_model"] = str(tiny_model_dir)
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(data))
+    result = Runner(load_spec(tmp_path / "paper.yaml"), tmp_path / "out", log=lambda line: None).run()
+    tables = {p.stem for p in (tmp_path / "out/leaderboard").glob("*.parquet")}
+    assert tables == {"spearman", "overlap", "spearman_per_anchor", "defect_auc", "selection_overlap",
+                      "evaluation_loss", "evaluation_win_rate"}
+    assert {p.name for p in (tmp_path / "out/leaderboard/plots").iterdir()} == {"spearman.png", "scatter.png",
+                                                                              "overlap.png"}
+    bins = result.tables["selection_overlap"]
+    assert set(bins["subset"]) == {"<=0.5", ">0.5", ">0.8", ">0.85", ">0.9"}
+    win = result.tables["evaluation_win_rate"].filter(pl.col("eval_subset") == "all")
+    assert win["win_rate"].is_between(0, 100).all() and win["standard_error"].is_not_null().all()
 
 
 def on_tiny_model(path: Path, folder: Path, model: Path) -> Path:
@@ -51,3 +96,14 @@ def test_quickstart_runs_on_the_embedded_model(tmp_path):
                     log=lambda line: None).run()
     assert result.model["source"] == "embedded" and result.model["fingerprint"].startswith("gguf-sha256:")
     assert result.tokens["candidates"]["examples"] == 64 and result.scores["icp"].stats["pairs"] == 512
+
+
+@pytest.mark.slow
+def test_paper_runs_on_the_embedded_model(tmp_path):
+    """The whole of specs/paper.yaml, as shipped: about eleven minutes on two CPU cores."""
+    result = Runner(load_spec(SPECS[[p.name for p in SPECS].index("paper.yaml")]), tmp_path,
+                    log=lambda line: None).run()
+    assert set(result.scores) == {"icp", "grad_ip", "ekfac", "one_step", "random"}
+    assert {"evaluation_loss", "evaluation_win_rate", "selection_overlap", "defect_auc"} <= set(result.tables)
+    assert len(list((tmp_path / "leaderboard/plots").iterdir())) == 3
+    assert (result.tables["evaluation_loss"].filter(pl.col("eval_subset") == "all")["delta"] != 0).all()

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from dvbench.harness.config import InputError
-from dvbench.harness.records import Example, ModelRef
+from dvbench.harness.records import Example
 
 JUDGE_PROMPT = """Which of the two responses below follows the instruction better? Consider helpfulness, accuracy and \
 level of detail. Answer with the letter of the better response only.
@@ -42,14 +42,14 @@ def instruction_text(example: Example) -> str:
     return f"{example.instruction}\n\n{example.input}" if example.input else example.instruction
 
 
-def local_lm(judge: ModelRef, examples: Sequence[Example], baseline: Sequence[str], outputs: Sequence[str], *,
+def local_lm(judge, examples: Sequence[Example], baseline: Sequence[str], outputs: Sequence[str], *,
              batch_size: int = 8, advance=None) -> list[float]:
-    """Preferences from a local model's probabilities of ``a`` and ``b``, both orders averaged."""
+    """Preferences from a local model's probabilities of ``a`` and ``b``, both orders averaged;
+    ``judge`` is the loaded ``(model, tokenizer)``."""
     from dvbench.harness.lm.loglik import answer_loglik
-    from dvbench.harness.lm.models import load_model
     from dvbench.harness.lm.tokens import Sequence as Seq
 
-    model, tokenizer = load_model(judge)
+    model, tokenizer = judge
     labels = [tokenizer("a", add_special_tokens=False)["input_ids"][-1],
               tokenizer("b", add_special_tokens=False)["input_ids"][-1]]
     sequences = []

@@ -54,6 +54,7 @@ class WinRate(Evaluator):
     def __init__(self, config=None):
         super().__init__(config)
         self._baseline: dict[tuple, list[str]] = {}
+        self._judge = None  # the local judge, loaded once
 
     def evaluate(self, task: EvalTask) -> EvalResult:
         examples = list(task.examples)
@@ -110,9 +111,13 @@ class WinRate(Evaluator):
 
             found = annotate(self.config.annotator, [judges.instruction_text(e) for e in examples], baseline, outputs)
             return [p if not math.isnan(p) else 0.0 for p in found]
+        if self._judge is None:
+            from dvbench.harness.lm.models import load_model
+
+            self._judge = load_model(ModelRef(self.config.judge_model))
         with task.progress.task("win_rate judge", 4 * len(examples), "comparisons") as advance:
-            return judges.local_lm(ModelRef(self.config.judge_model), examples, baseline, outputs,
-                                   batch_size=self.config.batch_size, advance=advance)
+            return judges.local_lm(self._judge, examples, baseline, outputs, batch_size=self.config.batch_size,
+                                   advance=advance)
 
 
 @hookimpl

@@ -51,7 +51,7 @@ def test_local_judge_averages_both_orders(tiny_model_dir):
     judge = ModelRef(str(tiny_model_dir), dtype="float64")
     examples = EVAL[:3]
     base, out = ["The answer is 4.", "blue", "x"], ["4", "The sky is blue.", "x"]
-    found = judges.local_lm(judge, examples, base, out, batch_size=2)
+    found = judges.local_lm(load_model(judge), examples, base, out, batch_size=2)
     for e, b, o, p in zip(examples, base, out, found):
         assert p == pytest.approx(_naive_preference(judge, e, b, o), abs=1e-9)
     assert found[2] == pytest.approx(1.5, abs=1e-12)  # identical responses: the position bias cancels
