@@ -55,12 +55,12 @@ class FineTuning:
         by_id = {c.id: c for c in candidates}
         out: dict[str, dict[tuple[str, str, str], str]] = {}
         for use in self.spec.trainers.values():
-            rows, names = [], {}
+            rows, names, empty = [], {}, {}
             for selection in self.spec.trained_selections(use):
                 for valuator, chosen in selections[selection].items():
                     for subset, ids in chosen.subsets.items():
                         if not ids:
-                            self.log(f"training/{use.label}: {selection}/{valuator}/{subset} is empty; not trained")
+                            empty.setdefault(f"{selection}/{subset}", []).append(valuator)
                             continue
                         examples = tuple(by_id[i] for i in ids)
                         name, trained = self._model(use, examples)
@@ -68,6 +68,8 @@ class FineTuning:
                         rows.append({"selection": selection, "valuator": valuator, "subset": subset, "model": name,
                                      "examples": len(examples), **{k: trained.get(k) for k in
                                                                    ("steps", "loss_first", "loss_last")}})
+            for subset, valuators in empty.items():
+                self.log(f"training/{use.label}: {subset} is empty for {', '.join(valuators)}; not trained")
             frame = pl.DataFrame(rows, schema=TRAINING_SCHEMA)
             self.store.save(f"training/{use.label}", {"models": sorted(set(names.values()))},
                             {".parquet": frame.write_parquet})

@@ -12,7 +12,6 @@ metric function, overall and per example ``subset``.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Literal
 
@@ -63,7 +62,7 @@ class WinRate(Evaluator):
         outputs = self.responses(task.model, examples, task, "responses")
         baseline = self.baseline(examples, task)
         preferences = self.judge(examples, baseline, outputs, task)
-        bad = [e.id for e, p in zip(examples, preferences) if not 1 <= p <= 2]
+        bad = [e.id for e, p in zip(examples, preferences) if not 1 <= p <= 2]  # NaN: no preference
         if bad:
             raise InputError(f"win_rate: the {self.config.judge} judge gave no usable preference for {len(bad)} of "
                              f"{len(examples)} prompts (first: {bad[0]!r}); preferences must lie in [1, 2]")
@@ -109,8 +108,7 @@ class WinRate(Evaluator):
         if self.config.judge == "alpaca_eval":
             from dvbench.harness.alpaca import annotate
 
-            found = annotate(self.config.annotator, [judges.instruction_text(e) for e in examples], baseline, outputs)
-            return [p if not math.isnan(p) else 0.0 for p in found]
+            return annotate(self.config.annotator, [judges.instruction_text(e) for e in examples], baseline, outputs)
         if self._judge is None:
             from dvbench.harness.lm.models import load_model
 
