@@ -261,7 +261,8 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
         if use.reference is not None and use.reference not in labels:
             problems.append(Problem(("selection", use.label, "reference"),
                                     f"unknown valuator label {use.reference!r}; labels: {', '.join(map(str, labels))}"))
-    for i, label in enumerate(settings.leaderboard.scatter or [] if settings is not None else []):
+    scatter = (settings.leaderboard.scatter if settings is not None else None) or []
+    for i, label in enumerate(scatter):
         if label not in labels:
             problems.append(Problem(("leaderboard", "scatter", i),
                                     f"unknown valuator label {label!r}; labels: {', '.join(map(str, labels))}"))

@@ -14,6 +14,7 @@ Checkpoints: every ``checkpoint_every`` steps, the trainable parameters and the 
 are written to ``task.work`` as ``checkpoint-<step>.safetensors``, and then ``checkpoint.json``
 names that file. A half-written file is therefore never mistaken for a checkpoint. A rerun
 resumes from the last checkpoint and, on CPU, ends bit for bit where an uninterrupted run would.
+Once the model is saved, the checkpoints are deleted.
 The model is saved with ``save_pretrained`` into a partial folder that is renamed to
 ``task.out`` when complete, with ``training.json`` (the loss and learning rate of every step).
 With ``trainable`` set, only the trained parameters are saved, over a record of the base model
@@ -90,6 +91,7 @@ class FullFinetune(Trainer):
                 if (step + 1) % self.config.checkpoint_every == 0 and step + 1 < len(plan):
                     _checkpoint(task.work, step + 1, params, optimizer, log)
         _save(model, tokenizer, task.out, log, None if self.config.trainable is None else (task.model, params))
+        _clear(task.work)
         return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads),
                             task.model, self.name, self.version, self.provenance()["config"],
                             {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"]})
@@ -182,6 +184,13 @@ def _resume(work, params: dict, optimizer) -> tuple[int, list]:
             p.copy_(tensors[f"param.{name}"])
             optimizer.state[p] = {key: tensors[f"{key}.{name}"] for key in STATE}
     return record["step"], record["log"]
+
+
+def _clear(work) -> None:
+    """Checkpoints are for resuming; once the model is saved they are dropped."""
+    if work is not None:
+        for path in [*work.glob("checkpoint-*.safetensors"), work / "checkpoint.json"]:
+            path.unlink(missing_ok=True)
 
 
 def _save(model, tokenizer, out, log: list, changed: tuple | None) -> None:

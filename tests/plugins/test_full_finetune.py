@@ -107,6 +107,7 @@ def test_interrupted_training_resumes_bit_for_bit(tiny_model_dir, tmp_path, monk
     monkeypatch.setattr(FullFinetune, "step", lambda self, *a: steps.append(1) or real_step(self, *a))
     resumed = _trainer(checkpoint_every=1).train(task)
     assert len(steps) == 2  # steps 3 and 4 only
+    assert not list((tmp_path / "work").iterdir())  # checkpoints dropped once the model is saved
     for name, p in load_model(resumed.model)[0].named_parameters():
         assert torch.equal(p, expected[name]), name
     assert full_finetune.json.loads((task.out / "training.json").read_text()) == \
