@@ -43,15 +43,22 @@ def test_shipped_spec_validates(path, tmp_path):
         assert {u.plugin.name for u in spec.evaluators.values()} == {"loss", "win_rate"}
 
 
-def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
+def _tiny_paper(folder: Path, model: Path) -> Path:
     """specs/paper.yaml with the tiny model in place of the embedded one (also as judge), its
-    fine-tuning restricted to the tiny model's last MLP: every table and plot is written."""
+    fine-tuning restricted to the tiny model's last MLP."""
     data = yaml.safe_load((SPECS[[p.name for p in SPECS].index("paper.yaml")]).read_text())
-    data["model"] = {"name": str(tiny_model_dir)}
+    data["model"] = {"name": str(model)}
     data["training"]["finetune"]["trainable"] = r"layers\.1\.mlp"
-    data["evaluation"]["win_rate"]["judge_model"] = str(tiny_model_dir)
-    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(data))
-    result = Runner(load_spec(tmp_path / "paper.yaml"), tmp_path / "out", log=lambda line: None).run()
+    data["evaluation"]["win_rate"]["judge_model"] = str(model)
+    (folder / "paper.yaml").write_text(yaml.safe_dump(data))
+    return folder / "paper.yaml"
+
+
+def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
+    """Every table and plot of the paper's pipeline is written; a second run into another folder
+    writes the same bytes in every file (run.json differs only in its timings)."""
+    spec = _tiny_paper(tmp_path, tiny_model_dir)
+    result = Runner(load_spec(spec), tmp_path / "out", log=lambda line: None).run()
     tables = {p.stem for p in (tmp_path / "out/leaderboard").glob("*.parquet")}
     assert tables == {"spearman", "overlap", "spearman_per_anchor", "defect_auc", "selection_overlap",
                       "evaluation_loss", "evaluation_win_rate"}
@@ -61,6 +68,19 @@ def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert set(bins["subset"]) == {"<=0.5", ">0.5", ">0.8", ">0.85", ">0.9"}
     win = result.tables["evaluation_win_rate"].filter(pl.col("eval_subset") == "all")
     assert win["win_rate"].is_between(0, 100).all() and win["standard_error"].is_not_null().all()
+
+    Runner(load_spec(spec), tmp_path / "again", log=lambda line: None).run()
+    first, second = (_files(tmp_path / name) for name in ("out", "again"))
+    assert set(first) == set(second) and len(first) > 200
+    assert [name for name in first if first[name] != second[name]] == ["run.json"]
+    runs = [json.loads(files["run.json"]) for files in (first, second)]
+    for run in runs:
+        del run["timings_s"], run["started"]
+    assert runs[0] == runs[1]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def on_tiny_model(path: Path, folder: Path, model: Path) -> Path:
