@@ -102,21 +102,8 @@ class Runner:
         self.log = log
 
     def run(self) -> RunResult:
-        result = RunResult(self.out)
         started = time.time()
-        with self._stage(result, "data") as advance:
-            data = load_data(self.spec)
-            advance(1)
-        with self._stage(result, "model") as advance:
-            result.model, result.tokens = self._model(data)
-            advance(1)
-        with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
-            inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
-                      "model": result.model, "template": asdict(self.template), "tracked": self.spec.settings.tracked,
-                      "seed": self.spec.settings.seed}
-            for use in self.spec.valuators.values():
-                result.scores[use.label] = self._scores(use, data, inputs)
-                advance(1)
+        result, data, inputs = self.score()
         with self._stage(result, "selection", len(self.spec.selectors), "selectors") as advance:
             for use in self.spec.selectors.values():
                 result.selections[use.label] = self._select(use, result.scores)
@@ -134,6 +121,25 @@ class Runner:
             advance(1)
         self._write_run_json(result, started)
         return result
+
+    def score(self) -> tuple[RunResult, Data, dict]:
+        """The data, model and valuation stages alone: every valuator's scores (as ``dvbench check
+        --golden`` needs them), the data, and what the scores were computed from."""
+        result = RunResult(self.out)
+        with self._stage(result, "data") as advance:
+            data = load_data(self.spec)
+            advance(1)
+        with self._stage(result, "model") as advance:
+            result.model, result.tokens = self._model(data)
+            advance(1)
+        with self._stage(result, "valuation", len(self.spec.valuators), "valuators") as advance:
+            inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
+                      "model": result.model, "template": asdict(self.template), "tracked": self.spec.settings.tracked,
+                      "seed": self.spec.settings.seed}
+            for use in self.spec.valuators.values():
+                result.scores[use.label] = self._scores(use, data, inputs)
+                advance(1)
+        return result, data, inputs
 
     @contextmanager
     def _stage(self, result: RunResult, name: str, total: int = 1, unit: str = "steps") -> Iterator[Advance]:

@@ -5,6 +5,11 @@ import pytest
 from dvbench.harness.plugins import DISABLE_AUTOLOAD
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="write tests/golden/builtins.json from this run (after an intended scorer change)")
+
+
 @pytest.fixture(autouse=True)
 def _builtins_only(monkeypatch):
     monkeypatch.setenv(DISABLE_AUTOLOAD, "1")
