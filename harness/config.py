@@ -84,13 +84,16 @@ class ConfigError(InputError):
         return None
 
     def render(self) -> str:
-        head = f"{self.source}: {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
+        """One problem: one line, ``file: yaml.path (line n): message``. More: a count, then one
+        indented line per problem."""
         rows = []
         for problem in self.problems:
             line = self.line_of(problem.path)
             where = f"{problem.dotted} (line {line})" if line else problem.dotted
-            rows.append(f"  {where}: {problem.message}")
-        return "\n".join([head, *rows])
+            rows.append(f"{where}: {problem.message}" if where else problem.message)
+        if len(rows) == 1:
+            return f"{self.source}: {rows[0]}"
+        return "\n".join([f"{self.source}: {len(rows)} problems", *(f"  {row}" for row in rows)])
 
 
 def validate(

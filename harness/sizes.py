@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from dvbench.harness.config import InputError
+
 
 def _check_size(value: int | float) -> int | float:
     if isinstance(value, int) and value < 1:
@@ -27,5 +29,5 @@ def count_of(size: int | float, total: int, what: str = "selection") -> int:
     if isinstance(size, float):
         return min(total, max(1, math.floor(size * total + 0.5)))
     if size > total:
-        raise ValueError(f"{what} asks for {size} candidates but the pool holds {total}; lower k or give a fraction")
+        raise InputError(f"{what} asks for {size} candidates but the pool holds {total}; lower k or give a fraction")
     return size

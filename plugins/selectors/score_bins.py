@@ -16,7 +16,7 @@ import re
 import numpy as np
 from pydantic import Field, field_validator
 
-from dvbench.harness.config import Config
+from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, Selection, best_first
 from dvbench.harness.roles import Selector
@@ -50,7 +50,7 @@ class ScoreBins(Selector):
 
     def select(self, scores: Scores, *, reference: Scores, seed: int) -> Selection:
         if reference.candidate_ids != scores.candidate_ids:
-            raise ValueError("score_bins: the reference valuator scored another candidate pool")
+            raise InputError("score_bins: the reference valuator scored another candidate pool")
         ids = np.asarray(scores.candidate_ids, dtype=str)
         best = best_first(ids, scores.values)
         worst = np.lexsort((ids, np.asarray(scores.values, dtype=np.float64)))

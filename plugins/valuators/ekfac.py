@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors
-from dvbench.harness.config import Config
+from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder
@@ -70,7 +70,7 @@ class EkfacValuator(Valuator):
         from dvbench.harness.lm.grads import tracked_linears
 
         if not task.anchors:
-            raise ValueError("ekfac needs at least one anchor; give data.anchors")
+            raise InputError("ekfac needs at least one anchor; give data.anchors (or data.generated.anchors)")
         model, tokenizer = load_model(task.model)
         encoder = Encoder(tokenizer, task.template)
         linears = tracked_linears(model, task.tracked)

@@ -45,7 +45,7 @@ class FileValuator(Valuator):
         frame = self._read_table(path)
         if self.config.key == "position":
             return self._positional(task, path, frame[self.config.score_column].to_numpy())
-        return self.scores(task, self._by_id(path, frame, ids))
+        return self.scores(task, _finite(path, ids, self._by_id(path, frame, ids)))
 
     def _read_table(self, path: Path):
         import polars as pl
@@ -94,17 +94,28 @@ class FileValuator(Valuator):
                 f"{path}: holds an array of shape {array.shape}, but the pool has {size} candidates; "
                 f"expected ({size},) or (anchors, {size})"
             )
+        ids = [c.id for c in task.candidates]
         if array.ndim == 1:
-            return self.scores(task, array)
+            return self.scores(task, _finite(path, ids, array))
         if array.shape[0] != len(task.anchors):
             raise InputError(
                 f"{path}: has {array.shape[0]} anchor rows, but the spec has {len(task.anchors)} anchors"
             )
+        _finite(path, ids, array.min(axis=0) + array.max(axis=0))
         if self.config.aggregate == "mean":
             values = array.astype(np.float64).mean(axis=0)
         else:
             values = (array > 0).mean(axis=0)
         return self.scores(task, values, per_anchor=array)
+
+
+def _finite(path: Path, ids: list[str], values: np.ndarray) -> np.ndarray:
+    """``values``, refused with the first offending candidate if any is NaN or infinite."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
+    if bad.size:
+        raise InputError(f"{path}: {bad.size} score(s) are NaN or infinite (first: candidate {ids[bad[0]]!r}, "
+                         f"position {bad[0]}); give every candidate a finite score")
+    return values
 
 
 @hookimpl

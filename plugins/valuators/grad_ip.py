@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dvbench.harness.config import Config
+from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder
@@ -54,7 +54,7 @@ class GradIpValuator(Valuator):
         from dvbench.harness.lm.grads import tracked_linears
 
         if not task.anchors:
-            raise ValueError("grad_ip needs at least one anchor; give data.anchors")
+            raise InputError("grad_ip needs at least one anchor; give data.anchors (or data.generated.anchors)")
         model, tokenizer = load_model(task.model)
         encoder = Encoder(tokenizer, task.template)
         linears = tracked_linears(model, task.tracked)

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from dvbench.harness.artifacts import Shards
-from dvbench.harness.config import Config
+from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder, Sequence
@@ -65,7 +65,7 @@ class IcpValuator(Valuator):
         shards = Shards(task.work)
         anchors, candidates = task.anchors, task.candidates
         if not anchors:
-            raise ValueError("icp needs at least one anchor; give data.anchors")
+            raise InputError("icp needs at least one anchor; give data.anchors (or data.generated.anchors)")
         zero = shards.get("zero_shot") or shards.put("zero_shot", self._zero_shot(model, encoder, anchors))
         order = np.argsort([-len(encoder.zero_shot(x).ids) for x in anchors], kind="stable")
         blocks = []

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from dvbench.harness.artifacts import Shards
-from dvbench.harness.config import Config
+from dvbench.harness.config import Config, InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder
@@ -57,7 +57,7 @@ class OneStepValuator(Valuator):
         from dvbench.harness.lm.grads import tracked_linears
 
         if not task.anchors:
-            raise ValueError("one_step needs at least one anchor; give data.anchors")
+            raise InputError("one_step needs at least one anchor; give data.anchors (or data.generated.anchors)")
         model, tokenizer = load_model(task.model)
         encoder = Encoder(tokenizer, task.template)
         linears = tracked_linears(model, task.tracked)

@@ -80,7 +80,7 @@ def test_non_finite_scores_name_the_candidate(tmp_path, task):
     values = [0.0] * len(task.candidates)
     values[3] = float("nan")
     pl.DataFrame({"candidate_id": _ids(task), "score": values}).write_csv(tmp_path / "s.csv")
-    with pytest.raises(ValueError, match="1 non-finite score.*'candidate-00003' = nan"):
+    with pytest.raises(InputError, match=r"s.csv: 1 score\(s\) are NaN or infinite \(first: candidate 'candidate-00003'"):
         FileValuator(_file(tmp_path, path="s.csv")).score(task)
 
 

@@ -1,0 +1,144 @@
+"""The bad-input catalogue: each bad input, through the CLI, exits 2 with one line that names the
+file, row or YAML path and field, and says what to do. Never a traceback."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from dvbench.harness.cli import main
+
+ROWS = [{"id": f"r{i}", "instruction": f"Add {i} and {i}.", "output": f"{2 * i}"} for i in range(6)]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _spec(folder, model_dir, **changes):
+    spec = {"name": "bad", "model": {"name": str(model_dir)}, "template": {"name": "plain"},
+            "data": {"candidates": {"path": "candidates.jsonl"}, "anchors": {"path": "anchors.jsonl"}},
+            "valuators": {"random": {"use": "random"}}}
+    for key, value in changes.items():
+        target, *path = key.split("__")
+        node = spec
+        for part in [target, *path][:-1]:
+            node = node.setdefault(part, {})
+        node[[target, *path][-1]] = value
+    _jsonl(folder / "candidates.jsonl", ROWS)
+    _jsonl(folder / "anchors.jsonl", ROWS[:2])
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return folder / "spec.yaml"
+
+
+def _raw(text):
+    def write(folder, model):
+        _spec(folder, model)
+        (folder / "spec.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
+        return folder / "spec.yaml"
+    return write
+
+
+def _with(**changes):
+    return lambda folder, model: _spec(folder, model, **changes)
+
+
+def _data(rows_or_bytes, **changes):
+    def write(folder, model):
+        spec = _spec(folder, model, **changes)
+        target = folder / "candidates.jsonl"
+        if isinstance(rows_or_bytes, bytes):
+            target.write_bytes(rows_or_bytes)
+        else:
+            _jsonl(target, rows_or_bytes)
+        return spec
+    return write
+
+
+def _scores_file(name, content):
+    def write(folder, model):
+        spec = _spec(folder, model, valuators={"mine": {"use": "file", "path": name,
+                                                        **({"key": "position"} if name.endswith(".npy") else {})}})
+        if name.endswith(".npy"):
+            np.save(folder / name, content)
+        else:
+            (folder / name).write_text(content)
+        return spec
+    return write
+
+
+ids = [r["id"] for r in ROWS]
+CATALOGUE = {
+    # spec file and YAML
+    "spec file missing": (lambda f, m: f / "nope.yaml", "check", "no such spec file"),
+    "spec not UTF-8": (_raw(b"name: \xff\xfe\n"), "check", "not UTF-8 text; save the spec as UTF-8"),
+    "malformed YAML": (_raw("name: x\nvaluators: {a: [}\n"), "check", "not valid YAML: line 2"),
+    "spec not a mapping": (_raw("- a\n- b\n"), "check", "expected a mapping of keys"),
+    "repeated YAML key": (_raw("name: a\nname: b\n"), "check", "name (line 2): repeated (also on line 1)"),
+    "wrong type": (_with(seed="many"), "check", "seed"),
+    "unknown top-level key": (_with(colour="red"), "check", "colour"),
+    "no valuators": (_with(valuators={}), "check", "declare at least one valuator"),
+    "unknown plugin": (_with(valuators={"a": {"use": "icpp"}}), "check", "unknown valuator 'icpp'; available:"),
+    "unknown plugin option": (_with(valuators={"a": {"use": "icp", "batchsize": 3}}), "check", "batchsize"),
+    "plugin option out of range": (_with(valuators={"a": {"use": "icp", "batch_size": 0}}), "check", "batch_size"),
+    "missing data file": (_with(data__candidates__path="nope.jsonl"), "check", "no such file"),
+    "template leaves no room": (_with(template={"name": "plain", "max_length": 64, "max_answer_tokens": 64}),
+                                "check", "must be below max_length"),
+    "bad tracked regex": (_with(tracked="("), "check", "not a valid regular expression"),
+    "unknown selection reference": (_with(selection={"s": {"use": "top_k", "k": 2, "reference": "nope"}}), "check",
+                                    "unknown valuator label 'nope'"),
+    "selection size zero": (_with(selection={"s": {"use": "top_k", "k": 0}}), "check", "a count must be at least 1"),
+    "unreadable score bin": (_with(selection={"s": {"use": "score_bins", "bins": ["=>0.5"]}}), "check",
+                             "cannot read bin '=>0.5'"),
+    "training on an unknown selection": (_with(selection={"s": {"use": "top_k", "k": 2}},
+                                               training={"t": {"use": "full_finetune", "selections": ["nope"]}}),
+                                         "check", "unknown selection label 'nope'"),
+    "evaluation without training": (_with(selection={"s": {"use": "top_k", "k": 2}}, evaluation={"e": {"use": "loss"}}),
+                                    "check", "add a 'training' section"),
+    "alpaca_eval judge without annotator": (_with(selection={"s": {"use": "top_k", "k": 2}},
+                                                  training={"t": {"use": "full_finetune"}},
+                                                  evaluation={"e": {"use": "win_rate", "judge": "alpaca_eval"}}),
+                                            "check", "needs an annotator"),
+    "unknown scatter valuator": (_with(leaderboard={"scatter": ["random", "nope"]}), "check",
+                                 "unknown valuator label 'nope'"),
+    # data rows
+    "row without instruction": (_data([{"id": "x", "output": "1"}]), "run", "candidates.jsonl"),
+    "row without output": (_data([{"id": "x", "instruction": "Say 1."}]), "run", "output"),
+    "empty answer": (_data([{"id": "x", "instruction": "Say 1.", "output": ""}]), "run", "output"),
+    "duplicate ids": (_data([ROWS[0], ROWS[0]]), "run", "'r0'"),
+    "data not UTF-8": (_data(b'{"id": "x", "instruction": "\xff", "output": "1"}\n'), "run", "UTF-8"),
+    "malformed JSON line": (_data(b'{"id": "x", "instruction": "a", "output": "1"}\n{oops\n'), "run", "line 2"),
+    "answer with no room under max_length": (_with(template={"name": "plain", "header": "x" * 40, "max_length": 24,
+                                                             "max_answer_tokens": 8}), "run", "max_length"),
+    "no anchors for icp": (_with(data__anchors=None, valuators={"a": {"use": "icp"}}), "run",
+                           "icp needs at least one anchor"),
+    "model path missing": (_with(model={"name": "/no/such/model"}), "run", "no such model folder"),
+    # scores files and selections
+    "scores file missing ids": (_scores_file("s.csv", "candidate_id,score\nr0,1\n"), "run",
+                                "no score for 5 of 6 candidates"),
+    "scores file duplicate ids": (_scores_file("s.csv", "candidate_id,score\n" + "".join(f"{i},1\n" for i in ids)
+                                               + "r0,2\n"), "run", "appears twice (rows 1 and 7)"),
+    "scores file non-numeric": (_scores_file("s.csv", "candidate_id,score\n" + "".join(f"{i},high\n" for i in ids)),
+                                "run", "is not numeric"),
+    "scores with NaN": (_scores_file("s.npy", np.array([0.1, np.nan, 0.3, 0.2, 0.5, 0.6])), "run",
+                        "1 score(s) are NaN or infinite (first: candidate 'r1', position 1)"),
+    "scores array of the wrong shape": (_scores_file("s.npy", np.zeros(4)), "run", "holds an array of shape (4,)"),
+    "selection larger than the pool": (_with(selection={"s": {"use": "top_k", "k": 1000}}), "run",
+                                       "asks for 1000 candidates but the pool holds 6"),
+}
+
+
+@pytest.mark.parametrize("case", list(CATALOGUE), ids=list(CATALOGUE))
+def test_bad_input_is_one_clear_line(case, tmp_path, tiny_model_dir, capsys, monkeypatch):
+    write, command, expected = CATALOGUE[case]
+    spec = write(tmp_path, tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    args = [command, str(spec)] + (["--out", str(tmp_path / "out")] if command == "run" else [])
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]  # after any progress rows: the error, on one line
+    assert line.startswith("error: ") and "Traceback" not in err, err
+    assert expected in line, err
