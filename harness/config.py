@@ -90,7 +90,7 @@ class ConfigError(InputError):
         for problem in self.problems:
             line = self.line_of(problem.path)
             where = f"{problem.dotted} (line {line})" if line else problem.dotted
-            rows.append(f"{where}: {problem.message}" if where else problem.message)
+            rows.append(f"{where}: {problem.message}" if problem.path else problem.message)
         if len(rows) == 1:
             return f"{self.source}: {rows[0]}"
         return "\n".join([f"{self.source}: {len(rows)} problems", *(f"  {row}" for row in rows)])

@@ -80,13 +80,13 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
                 try:
                     rows.append((f"line {number}", json.loads(line)))
                 except json.JSONDecodeError as error:
-                    raise InputError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+                    raise InputError(f"{path}: line {number}: not valid JSON ({error.msg}); fix or remove that line") from None
         return rows
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise InputError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
+            raise InputError(f"{path}: line {error.lineno}: not valid JSON ({error.msg}); fix the file there") from None
         if not isinstance(data, list):
             raise InputError(f"{path}: expected a JSON list of objects, found {type(data).__name__}")
         return [(f"row {i}", row) for i, row in enumerate(data, 1)]

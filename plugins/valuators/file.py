@@ -64,7 +64,8 @@ class FileValuator(Valuator):
                     f"(set id_column / score_column in the spec)"
                 )
         if not frame[self.config.score_column].dtype.is_numeric():
-            raise InputError(f"{path}: column {self.config.score_column!r} is not numeric")
+            raise InputError(f"{path}: column {self.config.score_column!r} is not numeric; point score_column at "
+                             f"the scores' column")
         return frame
 
     def _by_id(self, path: Path, frame, ids: list[str]) -> np.ndarray:
