@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted; finished artifacts are kept: run the same command again to resume")
         return EXIT_INTERRUPTED
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {error.filename}" if error.filename else ""
+        errors.print(f"[bold red]error:[/] no space left on the device{where}; finished artifacts are kept and no "
+                     f"partial file is: free space and run the same command again to resume",
+                     highlight=False, markup=True, soft_wrap=True)
+        return EXIT_INPUT
 
 
 def _run(args, console) -> int:

@@ -2,6 +2,7 @@
 file, row or YAML path and field, and says what to do. Never a traceback."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -142,3 +143,38 @@ def test_bad_input_is_one_clear_line(case, tmp_path, tiny_model_dir, capsys, mon
     line = err.strip().splitlines()[-1]  # after any progress rows: the error, on one line
     assert line.startswith("error: ") and "Traceback" not in err, err
     assert expected in line, err
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import errno
+
+    from dvbench.harness import artifacts
+
+    real = artifacts.write_npz
+
+    def full(path, arrays):
+        real(path, arrays)  # the bytes reach the temporary file, then the device is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(artifacts, "write_npz", full)
+    spec = _spec(tmp_path, tiny_model_dir, valuators={"a": {"use": "icp"}})
+    code = main(["run", str(spec), "--out", str(tmp_path / "out")])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: no space left on the device writing ")
+    assert "run the same command again to resume" in line
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix in (".npz", ".tmp")]
+
+
+def test_nothing_reads_untrusted_pickles_or_unsafe_yaml():
+    """Security: YAML by safe_load only; NumPy files without pickles; no torch.load or pickle at all
+    (weights are safetensors); no remote code unless a spec asks."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    sources = {p: p.read_text() for folder in ("harness", "plugins") for p in (root / folder).rglob("*.py")}
+    for path, text in sources.items():
+        assert "yaml.load(" not in text and "yaml.unsafe_load" not in text, path
+        assert "import pickle" not in text and "torch.load(" not in text, path
+        assert "trust_remote_code=True" not in text, path
+        for call in re.findall(r"np\.load\([^)]*\)", text):
+            assert "allow_pickle=False" in call, (path, call)
