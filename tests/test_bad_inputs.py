@@ -178,3 +178,12 @@ def test_nothing_reads_untrusted_pickles_or_unsafe_yaml():
         assert "trust_remote_code=True" not in text, path
         for call in re.findall(r"np\.load\([^)]*\)", text):
             assert "allow_pickle=False" in call, (path, call)
+
+
+def test_artifacts_stay_under_the_output_folder(tmp_path):
+    from dvbench.harness.artifacts import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "out")
+    assert store.path("scores/icp", ".parquet") == (tmp_path / "out/scores/icp.parquet").resolve()
+    with pytest.raises(ValueError, match="would lie outside"):
+        store.path("../../elsewhere", ".json")
