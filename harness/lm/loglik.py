@@ -88,23 +88,48 @@ def token_logprobs(
     position (inverse CDF: the first token whose cumulative probability exceeds the draw), the
     context staying the batch's. Given the draws, the labels do not depend on the batching.
     """
-    hidden = hidden_states(model, batch) if hidden is None else hidden
-    head = model.get_output_embeddings()
-    dtype = torch.promote_types(head.weight.dtype, torch.float32)
-    weight = head.weight.to(dtype)
-    bias = None if head.bias is None else head.bias.to(dtype)
     targets = batch.ids[batch.rows, batch.cols]
     chunks = []
-    for start in range(0, len(targets), HEAD_ROWS):
-        rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
-        logits = torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias)
-        logp = logits.log_softmax(-1)
+    for start, logp in _answer_distributions(model, batch, hidden):
         if draws is None:
             chosen = targets[start:start + HEAD_ROWS, None]
         else:
             chosen = sample_labels(logp.detach(), draws[start:start + HEAD_ROWS])
         chunks.append(logp.gather(-1, chosen)[:, 0])
     return torch.cat(chunks)
+
+
+def _answer_distributions(model, batch: Batch, hidden: torch.Tensor | None = None):
+    """``(start, log-softmax rows)`` for the positions predicting answer tokens ``start`` to
+    ``start + HEAD_ROWS``, in ``rows, cols`` order: the head runs on those hidden states only."""
+    hidden = hidden_states(model, batch) if hidden is None else hidden
+    head = model.get_output_embeddings()
+    dtype = torch.promote_types(head.weight.dtype, torch.float32)
+    weight = head.weight.to(dtype)
+    bias = None if head.bias is None else head.bias.to(dtype)
+    for start in range(0, len(batch.rows), HEAD_ROWS):
+        rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
+        yield start, torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias).log_softmax(-1)
+
+
+def next_token_logprobs(
+    model, prompts: Seq[Seq[int]], tokens: Seq[int], *, batch_size: int = 8,
+    advance: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``log p(t | prompt)`` for every prompt and every token ``t`` of ``tokens``: ``(prompts,
+    tokens)``, one forward per prompt whatever the number of tokens."""
+    check_model(model)
+    device = next(model.parameters()).device
+    choices = torch.tensor(list(tokens), device=device)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            batch = collate([Sequence(tuple(p) + (tokens[0],), len(p), 0) for p in chunk], "right", device)
+            out += [logp[:, choices] for _, logp in _answer_distributions(model, batch)]
+            if advance is not None:
+                advance(len(chunk))
+    return torch.cat(out).double().cpu().numpy() if out else np.zeros((0, len(tokens)))
 
 
 def sample_labels(logp: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:

@@ -46,19 +46,16 @@ def local_lm(judge, examples: Sequence[Example], baseline: Sequence[str], output
              batch_size: int = 8, advance=None) -> list[float]:
     """Preferences from a local model's probabilities of ``a`` and ``b``, both orders averaged;
     ``judge`` is the loaded ``(model, tokenizer)``."""
-    from dvbench.harness.lm.loglik import answer_loglik
-    from dvbench.harness.lm.tokens import Sequence as Seq
+    from dvbench.harness.lm.loglik import next_token_logprobs
 
     model, tokenizer = judge
     labels = [tokenizer("a", add_special_tokens=False)["input_ids"][-1],
               tokenizer("b", add_special_tokens=False)["input_ids"][-1]]
-    sequences = []
-    for example, base, out in zip(examples, baseline, outputs):
-        for first, second in ((base, out), (out, base)):
-            prompt = _prompt_ids(tokenizer, JUDGE_PROMPT.format(instruction=instruction_text(example),
-                                                                first=first, second=second))
-            sequences += [Seq(prompt + (label,), len(prompt), 0) for label in labels]
-    logp = answer_loglik(model, sequences, batch_size=batch_size * 4, advance=advance).sum.reshape(-1, 2, 2)
+    prompts = [_prompt_ids(tokenizer, JUDGE_PROMPT.format(instruction=instruction_text(example), first=first,
+                                                          second=second))
+               for example, base, out in zip(examples, baseline, outputs)
+               for first, second in ((base, out), (out, base))]
+    logp = next_token_logprobs(model, prompts, labels, batch_size=batch_size * 2, advance=advance).reshape(-1, 2, 2)
     prefers_b = [1 / (1 + math.exp(a - b)) for a, b in logp[:, 0]]  # model shown as (b)
     prefers_a = [1 / (1 + math.exp(b - a)) for a, b in logp[:, 1]]  # model shown as (a)
     return [1 + (pb + pa) / 2 for pb, pa in zip(prefers_b, prefers_a)]

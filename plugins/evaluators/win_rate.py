@@ -42,7 +42,7 @@ class WinRate(Evaluator):
         max_new_tokens: int = Field(256, ge=1, description="Longest response in tokens.")
         temperature: float = Field(0.0, ge=0, description="0: greedy; above: sampling, seeded by the spec's seed.")
         top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling's mass (with temperature > 0).")
-        batch_size: int = Field(8, ge=1, description="Prompts per generate call (and judge comparisons per forward).")
+        batch_size: int = Field(8, ge=1, description="Prompts per generate call (and judge prompts per forward: twice this).")
 
         @model_validator(mode="after")
         def _annotator(self):
@@ -113,7 +113,7 @@ class WinRate(Evaluator):
             from dvbench.harness.lm.models import load_model
 
             self._judge = load_model(ModelRef(self.config.judge_model))
-        with task.progress.task("win_rate judge", 4 * len(examples), "comparisons") as advance:
+        with task.progress.task("win_rate judge", 2 * len(examples), "prompts") as advance:
             return judges.local_lm(self._judge, examples, baseline, outputs, batch_size=self.config.batch_size,
                                    advance=advance)
 

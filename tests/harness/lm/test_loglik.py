@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dvbench.harness.config import InputError
-from dvbench.harness.lm.loglik import answer_loglik, collate, token_logprobs
+from dvbench.harness.lm.loglik import answer_loglik, collate, next_token_logprobs, token_logprobs
 from dvbench.harness.testing import reference_logprobs, tiny_lm
 
 
@@ -85,3 +85,14 @@ def test_embedded_model_batched_equals_full_logits():
     for side in ("left", "right"):
         got = answer_loglik(model, sequences, batch_size=4, padding_side=side)
         np.testing.assert_allclose(got.mean, expected / got.count, rtol=1e-4)
+
+
+def test_next_token_logprobs_equal_the_full_forward(tiny, sequences):
+    model, _ = tiny
+    prompts = [s.ids[:s.answer_start] for s in sequences]  # mixed lengths: padding is exercised
+    tokens = [5, 17, 200]
+    found = next_token_logprobs(model, prompts, tokens, batch_size=3)
+    for prompt, row in zip(prompts, found):
+        with torch.no_grad():
+            expected = model(torch.tensor([prompt])).logits[0, -1].log_softmax(-1)[tokens]
+        np.testing.assert_allclose(row, expected.numpy(), rtol=1e-9)
