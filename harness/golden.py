@@ -69,12 +69,12 @@ def compare(golden: dict, scores: dict[str, Scores]) -> list[Drift]:
             drifts.append(Drift(label, "(every candidate)", None, math.nan))
             continue
         entry = golden["valuators"][label]
-        rtol, atol = entry.get("tolerance", TOLERANCE)["rtol"], entry.get("tolerance", TOLERANCE)["atol"]
+        tolerance = entry.get("tolerance", TOLERANCE)
         expected = entry["scores"]
         got = dict(zip(scores[label].candidate_ids, (float(v) for v in scores[label].values)))
         for cid in [*expected, *(c for c in got if c not in expected)]:
             want, have = expected.get(cid), got.get(cid)
-            if want is None or have is None or not _close(have, want, rtol, atol):
+            if want is None or have is None or not _close(have, want, tolerance["rtol"], tolerance["atol"]):
                 drifts.append(Drift(label, cid, want, have))
     return drifts
 

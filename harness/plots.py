@@ -36,10 +36,9 @@ def render(folder: Path, scatter: list[str] | None = None) -> list[Path]:
         scores = scores.with_columns(pl.read_parquet(folder / "scores" / f"{label}.parquet")["score"].alias(label))
     plots = folder / "leaderboard" / "plots"
     pair = scatter or labels[:2]
-    written = [_heatmap(plots / "spearman.png", spearman, labels),
-               _scatter(plots / "scatter.png", scores, pair, spearman),
-               _overlap(plots / "overlap.png", leaderboard.overlap(scores, PERCENTILES.tolist()))]
-    return written
+    return [_heatmap(plots / "spearman.png", spearman, labels),
+            _scatter(plots / "scatter.png", scores, pair, spearman),
+            _overlap(plots / "overlap.png", leaderboard.overlap(scores, PERCENTILES.tolist()))]
 
 
 def _save(figure, path: Path) -> Path:

@@ -23,12 +23,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvbench.harness.lm.grads import dot_gradients, layer_terms, sum_gradients
+from dvbench.harness.config import InputError
+from dvbench.harness.lm.grads import dot_gradients, layer_terms, sum_gradients, tracked_linears
 from dvbench.harness.lm.loglik import collate
-from dvbench.harness.lm.tokens import Sequence
+from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.tokens import Encoder, Sequence
 from dvbench.harness.progress import Progress
+from dvbench.harness.records import ValuationTask
 
 Gradients = dict[str, torch.Tensor]  # per layer: (n, out, in), or (out, in) for one vector
+
+
+def gradient_inputs(task: ValuationTask, valuator: str):
+    """What a gradient-product valuator scores with: ``(model, tracked linears, anchor sequences,
+    candidate sequences)``, both in training form; refuses a task without anchors."""
+    if not task.anchors:
+        raise InputError(f"{valuator} needs at least one anchor; give data.anchors (or data.generated.anchors)")
+    model, tokenizer = load_model(task.model)
+    encoder = Encoder(tokenizer, task.template)
+    return (model, tracked_linears(model, task.tracked), [encoder.training(x) for x in task.anchors],
+            [encoder.training(z) for z in task.candidates])
 
 
 def dot(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -32,10 +32,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
@@ -67,15 +65,8 @@ class EkfacValuator(Valuator):
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
-        from dvbench.harness.lm.grads import tracked_linears
 
-        if not task.anchors:
-            raise InputError("ekfac needs at least one anchor; give data.anchors (or data.generated.anchors)")
-        model, tokenizer = load_model(task.model)
-        encoder = Encoder(tokenizer, task.template)
-        linears = tracked_linears(model, task.tracked)
-        anchors = [encoder.training(x) for x in task.anchors]
-        candidates = [encoder.training(z) for z in task.candidates]
+        model, linears, anchors, candidates = products.gradient_inputs(task, "ekfac")
         factors = self.factors(model, linears, candidates, task)
         damping = {name: factors.damping(name, factor=self.config.damping_factor, value=self.config.damping)
                    for name in linears}

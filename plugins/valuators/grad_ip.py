@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
@@ -51,15 +49,8 @@ class GradIpValuator(Valuator):
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
-        from dvbench.harness.lm.grads import tracked_linears
 
-        if not task.anchors:
-            raise InputError("grad_ip needs at least one anchor; give data.anchors (or data.generated.anchors)")
-        model, tokenizer = load_model(task.model)
-        encoder = Encoder(tokenizer, task.template)
-        linears = tracked_linears(model, task.tracked)
-        anchors = [encoder.training(x) for x in task.anchors]
-        candidates = [encoder.training(z) for z in task.candidates]
+        model, linears, anchors, candidates = products.gradient_inputs(task, "grad_ip")
         loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="grad_ip")
         if self.config.aggregate == "mean" and self.config.transform == "none":
             mean = products.anchor_mean(model, linears, anchors, **loop)
