@@ -5,7 +5,7 @@
 The embedded model (float32) with the MLP layers of its 30 blocks tracked (90 linear layers,
 ``tracked: mlp``), M = 200 candidates and N = 8 anchors: Alpaca-GPT4 rows of at most 96 tokens
 (../shared/data; dvbench's generated data when absent). Both fit on the same labels (sampled with
-dvbench's draws, :mod:`dvbench.harness.reference_ekfac`) in batches of 8 and give the mean (for
+dvbench's draws, :mod:`kronfluence_ekfac` (tests/references)) in batches of 8 and give the mean (for
 kronfluence: the sum) over anchors per candidate; kronfluence keeps its default dtypes (float32
 statistics, float64 eigendecompositions), as dvbench does for a float32 model. One round each:
 about 6.5 and 14.5 minutes on two CPU cores (the model load counted in dvbench's time only). The
@@ -22,10 +22,10 @@ from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.reference_ekfac import kronfluence_scores
+from kronfluence_ekfac import kronfluence_scores
 from dvbench.plugins.valuators.ekfac import EkfacValuator
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4"

@@ -28,7 +28,7 @@ from dvbench.harness.lm import products
 from dvbench.harness.lm.grads import per_example_grads, tracked_linears
 from dvbench.harness.lm.loglik import answer_loglik, collate
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask

@@ -29,7 +29,7 @@ import torch
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.loglik import collate
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.plugins.valuators.icp import IcpValuator

@@ -18,7 +18,7 @@ import torch
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.loglik import answer_loglik, collate
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4"

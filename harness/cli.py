@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from dvbench.harness.config import InputError
+    from dvbench.harness.errors import InputError
     from dvbench.harness.plugins import PluginError
 
     console = Console()
@@ -74,7 +74,7 @@ def _run(args, console) -> int:
 
 
 def _check(args, console) -> int:
-    from dvbench.harness.config import InputError
+    from dvbench.harness.errors import InputError
     from dvbench.harness.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -146,7 +146,7 @@ def _leaderboard(args, console) -> int:
     import polars as pl
 
     from dvbench.harness import plots
-    from dvbench.harness.config import InputError
+    from dvbench.harness.errors import InputError
 
     tables = {path.stem: pl.read_parquet(path) for path in sorted((args.dir / "leaderboard").glob("*.parquet"))}
     if not tables:

@@ -7,7 +7,6 @@ is strict: ``batch_size: "8"`` is a wrong type, not an integer.
 
 from __future__ import annotations
 
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
-
-ALLOW_DOWNLOAD = "DVBENCH_ALLOW_DOWNLOAD"
-
-
-def downloads_allowed(allowed_here: bool = False) -> bool:
-    """Whether the Hugging Face Hub may be reached: the spec allows it here, or the environment
-    sets ``DVBENCH_ALLOW_DOWNLOAD`` to ``1``, ``true`` or ``yes`` (any case). dvbench is offline
-    otherwise."""
-    return allowed_here or os.environ.get(ALLOW_DOWNLOAD, "").strip().lower() in ("1", "true", "yes")
-
-
-class InputError(ValueError):
-    """Bad user input. The message names the file, the row or YAML path, the field, and what to do."""
+from dvbench.harness.errors import InputError
 
 
 class Config(BaseModel):

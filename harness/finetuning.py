@@ -24,7 +24,7 @@ import json
 import polars as pl
 
 from dvbench.harness.artifacts import ArtifactStore, canonical, fingerprint
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import EvalTask, Example, ModelRef, Selection, TrainedModel, TrainingTask
 from dvbench.harness.spec import Spec

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dvbench.harness.artifacts import write_text_atomic
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.records import Scores
 
 FORMAT = 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.progress import Progress
 
 

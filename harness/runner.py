@@ -38,7 +38,7 @@ from dvbench.harness.data.generated import generate
 from dvbench.harness.data.hf import load_hub_examples
 from dvbench.harness.finetuning import FineTuning
 from dvbench.harness.lm import models
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Advance, Progress
 from dvbench.harness.records import Example, Scores, Selection, ValuationTask

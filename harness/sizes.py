@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 
 
 def _check_size(value: int | float) -> int | float:

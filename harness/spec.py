@@ -17,7 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dvbench.harness.config import Config, ConfigError, ExistingPath, Problem, SpecPath, validate
 from dvbench.harness.data.generated import FAMILIES
-from dvbench.harness.lm.template import NAMES, Template
+from dvbench.harness.template import NAMES, Template
 from dvbench.harness.plugins import Registry, load_registry
 from dvbench.harness.records import ModelRef
 from dvbench.harness.roles import Plugin

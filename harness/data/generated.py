@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.records import Example
 
 Row = tuple[str, str, str]  # instruction, input, output

@@ -2,7 +2,7 @@
 dataset repos (a folder of data files), and datasets on the Hugging Face Hub.
 
 Rows go through the same validation as file rows
-(:func:`~dvbench.harness.data.files.examples_from_rows`), numbered ``row 1``, ``row 2``, ….
+(:func:`~dvbench.harness.data.rows.examples_from_rows`), numbered ``row 1``, ``row 2``, ….
 ``datasets`` is an optional extra (``pip install "dvbench[datasets]"``), imported only when a
 source needs it. Nothing here touches the network unless downloads are allowed, by the
 source's ``allow_download`` or by ``DVBENCH_ALLOW_DOWNLOAD=1``; folders never need it.
@@ -15,8 +15,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from dvbench.harness.config import ALLOW_DOWNLOAD, InputError, downloads_allowed
-from dvbench.harness.data.files import examples_from_rows
+from dvbench.harness.errors import InputError
+from dvbench.harness.network import ALLOW_DOWNLOAD, downloads_allowed
+from dvbench.harness.data.rows import examples_from_rows
 from dvbench.harness.records import Example
 
 SAVED = ("dataset_dict.json", "state.json")  # what save_to_disk writes: a DatasetDict, a Dataset

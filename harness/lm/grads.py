@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.lm.loglik import Batch, check_model, collate, per_example, token_logprobs
 from dvbench.harness.lm.tokens import Sequence
 

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from dvbench.harness.config import ALLOW_DOWNLOAD, InputError, downloads_allowed
+from dvbench.harness.errors import InputError
+from dvbench.harness.network import ALLOW_DOWNLOAD, downloads_allowed
 from dvbench.harness.records import ModelRef
 
 CACHE_ENV = "DVBENCH_CACHE"

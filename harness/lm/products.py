@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.lm.grads import dot_gradients, layer_terms, sum_gradients, tracked_linears
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.models import load_model

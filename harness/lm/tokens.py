@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from dvbench.harness.config import InputError
-from dvbench.harness.lm.template import Template
+from dvbench.harness.errors import InputError
+from dvbench.harness.template import Template
 from dvbench.harness.records import Example
 
 

@@ -9,7 +9,7 @@ for a judge's confidence.
 - ``reference``: for eval sets with reference answers: the response whose token F1 with the
   reference (lower-cased words) is higher wins; equal F1 is a tie.
 - ``alpaca_eval``: any annotator config of the alpaca_eval package, by name or path
-  (:func:`dvbench.harness.alpaca.annotate`); API annotators need their keys.
+  (:func:`dvbench.plugins.evaluators.alpaca.annotate`); API annotators need their keys.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.records import Example
 
 JUDGE_PROMPT = """Which of the two responses below follows the instruction better? Consider helpfulness, accuracy and \

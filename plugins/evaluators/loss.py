@@ -13,7 +13,8 @@ from collections import defaultdict
 import numpy as np
 from pydantic import Field
 
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
+from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import EvalResult, EvalTask, ModelRef
 from dvbench.harness.roles import Evaluator

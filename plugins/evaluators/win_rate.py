@@ -17,7 +17,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
+from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import EvalResult, EvalTask, ModelRef
 from dvbench.harness.roles import Evaluator
@@ -66,7 +67,7 @@ class WinRate(Evaluator):
         if bad:
             raise InputError(f"win_rate: the {self.config.judge} judge gave no usable preference for {len(bad)} of "
                              f"{len(examples)} prompts (first: {bad[0]!r}); preferences must lie in [1, 2]")
-        from dvbench.harness.alpaca import win_rate
+        from dvbench.plugins.evaluators.alpaca import win_rate
 
         groups = defaultdict(list)
         for e, p in zip(examples, preferences):
@@ -106,7 +107,7 @@ class WinRate(Evaluator):
         if self.config.judge == "reference":
             return judges.reference(examples, baseline, outputs)
         if self.config.judge == "alpaca_eval":
-            from dvbench.harness.alpaca import annotate
+            from dvbench.plugins.evaluators.alpaca import annotate
 
             return annotate(self.config.annotator, [judges.instruction_text(e) for e in examples], baseline, outputs)
         if self._judge is None:

@@ -16,7 +16,8 @@ import re
 import numpy as np
 from pydantic import Field, field_validator
 
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
+from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, Selection, best_first
 from dvbench.harness.roles import Selector

@@ -34,7 +34,8 @@ import numpy as np
 from pydantic import Field
 
 from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors, write_text_atomic
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
+from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model, quiet_bars, save_partial
 from dvbench.harness.lm.tokens import Encoder

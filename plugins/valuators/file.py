@@ -13,7 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dvbench.harness.config import Config, ExistingPath, InputError
+from dvbench.harness.config import Config, ExistingPath
+from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator

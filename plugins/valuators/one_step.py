@@ -24,7 +24,8 @@ import numpy as np
 from pydantic import Field
 
 from dvbench.harness.artifacts import Shards
-from dvbench.harness.config import Config, InputError
+from dvbench.harness.config import Config
+from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder

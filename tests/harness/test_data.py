@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from dvbench.harness.config import InputError
-from dvbench.harness.data.files import content_id, examples_from_rows, load_examples
+from dvbench.harness.errors import InputError
+from dvbench.harness.data.files import load_examples
+from dvbench.harness.data.rows import content_id, examples_from_rows
 from dvbench.harness.data.generated import FACTS, FAMILIES, generate
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 import datasets  # the `test` extra installs it
 import pytest
 
-from dvbench.harness.config import ConfigError, InputError
-from dvbench.harness.data.files import content_id, load_examples
+from dvbench.harness.config import ConfigError
+from dvbench.harness.errors import InputError
+from dvbench.harness.data.files import load_examples
+from dvbench.harness.data.rows import content_id
 from dvbench.harness.data.hf import load_hub_examples
 from dvbench.harness.spec import load_spec
 

@@ -1,4 +1,4 @@
-"""ekfac against kronfluence 1.0.1's EK-FAC (:mod:`dvbench.harness.reference_ekfac`, which lists
+"""ekfac against kronfluence 1.0.1's EK-FAC (:mod:`kronfluence_ekfac` (tests/references), which lists
 the conventions aligned): same tiny model, tracked modules, data and labels, float64."""
 
 import numpy as np
@@ -8,10 +8,10 @@ from scipy.stats import spearmanr
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.reference_ekfac import kronfluence_scores
+from kronfluence_ekfac import kronfluence_scores
 from dvbench.plugins.valuators.ekfac import EkfacValuator
 
 

@@ -11,7 +11,7 @@ from transformers import get_scheduler
 
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, TrainingTask
 from dvbench.harness.testing import reference_logprobs

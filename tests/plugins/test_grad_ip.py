@@ -7,7 +7,7 @@ import torch
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.testing import check_valuator, reference_logprobs

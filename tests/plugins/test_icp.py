@@ -10,7 +10,7 @@ import torch
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm import prefix as prefix_module
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask

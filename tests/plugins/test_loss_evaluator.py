@@ -7,7 +7,7 @@ import pytest
 
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import EvalTask, ModelRef
 from dvbench.harness.testing import reference_logprobs, tiny_lm

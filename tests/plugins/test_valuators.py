@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.testing import check_valuator, tiny_task
 from dvbench.plugins.valuators.file import FileValuator
 from dvbench.plugins.valuators.random import RandomValuator

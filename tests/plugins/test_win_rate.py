@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dvbench.harness.alpaca import annotate, contained
+from dvbench.plugins.evaluators.alpaca import annotate, contained
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.records import EvalTask, Example, ModelRef
 from dvbench.harness.testing import reference_logprobs, tiny_lm
 from dvbench.plugins.evaluators import judges
@@ -125,7 +125,7 @@ def test_config_errors():
 
 def test_alpaca_eval_side_effects_stay_out():
     """In a fresh interpreter: the root logger, the environment and stderr are untouched."""
-    code = ("import logging, os, json; from dvbench.harness.alpaca import win_rate; "
+    code = ("import logging, os, json; from dvbench.plugins.evaluators.alpaca import win_rate; "
             "env = dict(os.environ); level = logging.getLogger().level; "
             "result = win_rate([2, 1, 1.5]); "
             "print(json.dumps([level == logging.getLogger().level, env == dict(os.environ), result['win_rate']]))")

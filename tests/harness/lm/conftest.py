@@ -1,7 +1,7 @@
 import pytest
 
 from dvbench.harness.data.generated import generate
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.testing import tiny_lm
 

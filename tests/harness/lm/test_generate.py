@@ -4,7 +4,7 @@ import torch
 
 from dvbench.harness.data.generated import generate as generate_data
 from dvbench.harness.lm.generate import generate
-from dvbench.harness.lm.template import Template
+from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.testing import tiny_lm
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.lm.grads import layer_terms, per_example_grads, tracked_linears
 from dvbench.harness.lm.loglik import answer_loglik, collate
 from dvbench.harness.testing import reference_logprobs

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.lm.loglik import answer_loglik, collate, next_token_logprobs, token_logprobs
 from dvbench.harness.testing import reference_logprobs, tiny_lm
 
@@ -73,7 +73,7 @@ def test_padding_side_is_checked(sequences):
 def test_embedded_model_batched_equals_full_logits():
     from dvbench.harness.data.generated import generate
     from dvbench.harness.lm.models import load_model
-    from dvbench.harness.lm.template import Template
+    from dvbench.harness.template import Template
     from dvbench.harness.lm.tokens import Encoder
     from dvbench.harness.records import ModelRef
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dvbench.harness.config import InputError, downloads_allowed
+from dvbench.harness.errors import InputError
+from dvbench.harness.network import downloads_allowed
 from dvbench.harness.lm import models
 from dvbench.harness.lm.models import (
     EMBEDDED_INSTALL, ResolvedModel, cache_dir, load_model, load_tokenizer, resolve,

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from dvbench.harness.config import InputError
+from dvbench.harness.errors import InputError
 from dvbench.harness.data.files import load_examples
-from dvbench.harness.lm.template import ALPACA, ALPACA_INPUT, Template
+from dvbench.harness.template import ALPACA, ALPACA_INPUT, Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Example
 from dvbench.harness.testing import byte_tokenizer

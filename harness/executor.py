@@ -1,0 +1,31 @@
+"""Where independent units of work run: valuation shards, fine-tunes, evaluations.
+
+A stage (or a valuator, through its task) hands an :class:`Executor` a function and the units
+to apply it to; the executor returns the results in the units' order, and the caller writes
+every artifact itself, so where a unit ran never changes what is written. :class:`LocalExecutor`
+runs them in this process, one after another; a distributed executor runs them on workers.
+
+    for start, arrays in zip(pending, executor.map(compute, pending)):
+        shards.put(name(start), arrays)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+
+class Executor:
+    """Runs ``fn`` on every unit; results come back in the units' order."""
+
+    def map(self, fn: Callable[[Any], Any], units: Iterable[Any]) -> Iterator[Any]:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """In this process, in order: each result is yielded as soon as its unit is done, so the
+    caller saves it before the next unit starts (an interrupted run keeps every finished unit)."""
+
+    def map(self, fn: Callable[[Any], Any], units: Iterable[Any]) -> Iterator[Any]:
+        for unit in units:
+            yield fn(unit)
