@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dvbench.harness import __version__
-from dvbench.harness.records import Example
+from dvbench.harness.records import Example, Scores
 
 
 def canonical(data: Any) -> str:
@@ -110,6 +110,60 @@ class ArtifactStore:
     def producer(self, name: str) -> dict[str, Any]:
         """The recorded producer of a saved artifact."""
         return json.loads(self.path(name, ".json").read_text(encoding="utf-8"))["producer"]
+
+    def save_scores(self, name: str, producer: Mapping[str, Any], scores: Scores) -> None:
+        """``<name>.parquet`` (candidate_id, score), and when given ``.per_anchor.parquet``
+        (candidate_id, one column per anchor id), ``.details.npz`` and ``.stats.json``."""
+        import polars as pl
+
+        writers = {".parquet": pl.DataFrame({"candidate_id": scores.candidate_ids,
+                                             "score": scores.values}).write_parquet}
+        if scores.per_anchor is not None:
+            matrix = pl.DataFrame({"candidate_id": scores.candidate_ids,
+                                   **dict(zip(scores.anchor_ids, scores.per_anchor))})
+            writers[".per_anchor.parquet"] = matrix.write_parquet
+        if scores.details:
+            writers[".details.npz"] = lambda tmp: write_npz(tmp, scores.details)
+        if scores.stats:
+            writers[".stats.json"] = lambda tmp: tmp.write_text(json.dumps(dict(scores.stats), indent=2) + "\n")
+        self.save(name, producer, writers)
+
+    def load_scores(self, name: str, producer: Mapping[str, Any]) -> tuple[Scores | None, str]:
+        """The scores saved under ``name`` if ``producer`` made them and they are whole; else why not."""
+        import polars as pl
+
+        files, why = self.find(name, producer)
+        if files is None:
+            return None, why
+        frame = pl.read_parquet(files[".parquet"])
+        per_anchor, anchor_ids = None, None
+        if ".per_anchor.parquet" in files:
+            matrix = pl.read_parquet(files[".per_anchor.parquet"]).drop("candidate_id")
+            anchor_ids, per_anchor = tuple(matrix.columns), matrix.to_numpy().T
+        details = read_npz(files[".details.npz"]) if ".details.npz" in files else {}
+        stats = json.loads(files[".stats.json"].read_text()) if ".stats.json" in files else {}
+        scores = Scores(tuple(frame["candidate_id"].to_list()), frame["score"].to_numpy(), producer["plugin"],
+                        producer["version"], producer["config"], per_anchor, anchor_ids, details, stats)
+        return scores, why
+
+    def save_frame(self, name: str, producer: Mapping[str, Any], frame, markdown: Callable | None = None) -> None:
+        """A polars frame as ``<name>.parquet``; with ``markdown`` (frame -> text), also as
+        ``.csv`` and ``.md`` (the leaderboard's tables)."""
+        writers = {".parquet": frame.write_parquet}
+        if markdown is not None:
+            writers[".csv"] = frame.write_csv
+            writers[".md"] = lambda tmp: tmp.write_text(markdown(frame), encoding="utf-8")
+        self.save(name, producer, writers)
+
+    def save_json(self, name: str, producer: Mapping[str, Any], data: Any) -> None:
+        """JSON data as ``<name>.metrics.json`` (a trained model's or an evaluation's metrics)."""
+        self.save(name, producer, {".metrics.json": lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n",
+                                                                                encoding="utf-8")})
+
+    def load_json(self, name: str, producer: Mapping[str, Any]) -> Any | None:
+        """The data :meth:`save_json` saved under ``name``, if ``producer`` made it and it is whole."""
+        files, _ = self.find(name, producer)
+        return None if files is None else json.loads(files[".metrics.json"].read_text(encoding="utf-8"))
 
 
 def _difference(old: Any, new: Any, path: str = "") -> str:

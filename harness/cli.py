@@ -83,8 +83,8 @@ def _check(args, console) -> int:
     if args.update or args.out:
         raise InputError("--update and --out go with --golden FILE")
     counts = ", ".join(f"{len(uses)} {role}(s)" for role, uses in (
-        ("valuator", spec.valuators), ("selector", spec.selectors), ("trainer", spec.trainers),
-        ("evaluator", spec.evaluators)) if uses or role == "valuator")
+        ("valuator", spec.valuators), ("selector", spec.selection), ("trainer", spec.training),
+        ("evaluator", spec.evaluation)) if uses or role == "valuator")
     console.print(f"{args.spec}: ok — {spec.name}: {counts}", highlight=False)
     return 0
 
@@ -102,7 +102,7 @@ def _golden(args, spec, console) -> int:
     expected = None if args.update else golden.read(args.golden)  # a missing file fails before scoring
     with tempfile.TemporaryDirectory(prefix="dvbench-golden-") as scratch:
         runner = Runner(spec, args.out or Path(scratch), RichProgress(), log=lambda line: None)
-        scores = runner.score()[0].scores
+        scores = runner.scores()
     if args.update:
         golden.write(args.golden, spec.name, scores)
         console.print(f"wrote {args.golden}: {len(scores)} valuator(s)", highlight=False)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from dvbench.harness.template import Template
+from dvbench.harness.executor import Executor, LocalExecutor
 from dvbench.harness.progress import Progress
+from dvbench.harness.template import Template
 
 
 def _frozen_array(values: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -72,6 +73,7 @@ class ValuationTask:
     config (up to the valuator's ``derived`` keys); ``None`` keeps everything in memory.
     ``tracked`` is the spec's pattern of tracked linear layers for gradient methods (see
     :func:`~dvbench.harness.lm.grads.tracked_linears`); ``None``: the default layers.
+    ``executor`` runs the valuator's independent units of work (its shards of candidates).
     """
 
     candidates: tuple[Example, ...]
@@ -82,6 +84,7 @@ class ValuationTask:
     progress: Progress = field(default_factory=Progress, compare=False)
     work: Path | None = None
     tracked: str | None = None
+    executor: Executor = field(default_factory=LocalExecutor, compare=False)
 
 
 @dataclass(frozen=True)

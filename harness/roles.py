@@ -21,6 +21,9 @@ class Plugin(abc.ABC):
     name: ClassVar[str]
     version: ClassVar[str] = "0.1.0"
     Config: ClassVar[type[Config]] = Config
+    #: Whether the role loads the spec's model. A run whose roles all say no resolves no model
+    #: (a spec of ``random`` and ``file`` valuators needs neither weights nor a tokenizer).
+    needs_model: ClassVar[bool] = True
 
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else self.Config()
@@ -71,6 +74,7 @@ class Selector(Plugin):
     """Turns one valuator's scores into named training subsets."""
 
     role = "selector"
+    needs_model = False
 
     @abc.abstractmethod
     def select(self, scores: Scores, *, reference: Scores, seed: int) -> Selection:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from dvbench.harness.config import Config, ConfigError, ExistingPath, Problem, SpecPath, validate
 from dvbench.harness.data.generated import FAMILIES
@@ -178,47 +178,98 @@ class SpecModel(Config):
         return value
 
 
+class Entry(Config):
+    """A spec entry: ``use`` names the plugin; every other key is the plugin's own option.
+
+    ``options`` holds options too: an option whose name is one of the entry's own keys
+    (``use``, and ``reference`` or ``selections`` where the section has them) goes there, so a
+    plugin may name its options anything.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    use: str = Field(description="The plugin's registered name.")
+    options: dict[str, Any] = Field({}, description="Plugin options, for one named like a key of the entry.")
+
+    def plugin_options(self) -> tuple[dict[str, Any], list[str]]:
+        """The plugin's options, and the names given both flat and under ``options``."""
+        flat = dict(self.model_extra or {})
+        return {**flat, **self.options}, sorted(set(flat) & set(self.options))
+
+
+class SelectionEntry(Entry):
+    reference: str | None = Field(None, description="The valuator label whose bins every valuator's are matched to.")
+
+
+class TrainingEntry(Entry):
+    selections: list[str] | None = Field(None, description="The selection labels to fine-tune on; unset: every one.")
+
+
+SECTIONS = {"valuators": ("valuator", Entry), "selection": ("selector", SelectionEntry),
+            "training": ("trainer", TrainingEntry), "evaluation": ("evaluator", Entry)}
+"""Each plugin section of a spec: the role its entries fill and the entry's own keys."""
+
+
 @dataclass(frozen=True)
 class Use:
-    """One spec entry: a label bound to a configured plugin (and, for selectors, a reference)."""
+    """One spec entry: a label bound to a configured plugin, with the entry's own keys."""
 
     label: str
     plugin: Plugin
-    reference: str | None = None
-    selections: tuple[str, ...] | None = None  # a training entry's selection labels; None: all
+    entry: Entry
+
+    @property
+    def reference(self) -> str | None:
+        return getattr(self.entry, "reference", None)
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated spec: the settings, and every plugin instantiated with its config."""
+    """A validated spec: the settings, and every plugin instantiated with its config, by section
+    (the names of the YAML, the code and run.json alike)."""
 
     source: Path
     settings: SpecModel
     valuators: dict[str, Use]
-    selectors: dict[str, Use]
-    trainers: dict[str, Use]
-    evaluators: dict[str, Use]
+    selection: dict[str, Use]
+    training: dict[str, Use]
+    evaluation: dict[str, Use]
 
     @property
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def template(self) -> Template:
+        return self.settings.template.template()
+
+    def sections(self) -> dict[str, dict[str, Use]]:
+        return {section: getattr(self, section) for section in SECTIONS}
+
     def resolved(self) -> dict[str, Any]:
         """The spec with every default filled in, as JSON-ready data."""
         data = self.settings.model_dump(mode="json")
-        data["valuators"] = {u.label: {"use": u.plugin.name, **u.plugin.provenance()["config"]}
-                             for u in self.valuators.values()}
-        data["selection"] = {u.label: {"use": u.plugin.name, "reference": u.reference,
-                                       **u.plugin.provenance()["config"]} for u in self.selectors.values()}
-        data["training"] = {u.label: {"use": u.plugin.name, "selections": self.trained_selections(u),
-                                      **u.plugin.provenance()["config"]} for u in self.trainers.values()}
-        data["evaluation"] = {u.label: {"use": u.plugin.name, **u.plugin.provenance()["config"]}
-                              for u in self.evaluators.values()}
+        for section, uses in self.sections().items():
+            data[section] = {u.label: self._entry(u) for u in uses.values()}
         return data
+
+    def _entry(self, use: Use) -> dict[str, Any]:
+        """An entry as the run uses it: its own keys (a training entry's selections filled in),
+        then the plugin's whole config, under ``options`` where a name is the entry's own."""
+        own = {"use": use.plugin.name}
+        if isinstance(use.entry, SelectionEntry):
+            own["reference"] = use.reference
+        if isinstance(use.entry, TrainingEntry):
+            own["selections"] = self.trained_selections(use)
+        config = use.plugin.provenance()["config"]
+        clashing = {k: v for k, v in config.items() if k in own or k == "options"}
+        return {**own, **{k: v for k, v in config.items() if k not in clashing},
+                **({"options": clashing} if clashing else {})}
 
     def trained_selections(self, use: Use) -> list[str]:
         """The selection labels a training entry fine-tunes on: its own list, else every one."""
-        return list(use.selections) if use.selections is not None else list(self.selectors)
+        chosen = use.entry.selections
+        return list(chosen) if chosen is not None else list(self.selection)
 
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
@@ -252,10 +303,8 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
         raise ConfigError(str(source), [problem])
     registry = registry or load_registry()
     settings, problems = validate(SpecModel, data, base_dir=source.parent)
-    valuators = _uses(data.get("valuators"), "valuators", "valuator", registry, problems, source)
-    selectors = _uses(data.get("selection"), "selection", "selector", registry, problems, source)
-    trainers = _uses(data.get("training"), "training", "trainer", registry, problems, source)
-    evaluators = _uses(data.get("evaluation"), "evaluation", "evaluator", registry, problems, source)
+    uses = {section: _uses(data.get(section), section, registry, problems, source) for section in SECTIONS}
+    selectors, trainers, evaluators = uses["selection"], uses["training"], uses["evaluation"]
     labels = list(data["valuators"]) if isinstance(data.get("valuators"), dict) else []
     for use in selectors.values():
         if use.reference is not None and use.reference not in labels:
@@ -268,7 +317,7 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
                                     f"unknown valuator label {label!r}; labels: {', '.join(map(str, labels))}"))
     chosen = list(data["selection"]) if isinstance(data.get("selection"), dict) else []
     for use in trainers.values():
-        for i, name in enumerate(use.selections or ()):
+        for i, name in enumerate(use.entry.selections or ()):
             if name not in chosen:
                 problems.append(Problem(("training", use.label, "selections", i),
                                         f"unknown selection label {name!r}; labels: {', '.join(map(str, chosen)) or 'none'}"))
@@ -279,41 +328,42 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
         problems.append(Problem(("evaluation",), "evaluators measure fine-tuned models: add a 'training' section"))
     if problems:
         raise ConfigError(str(source), problems, lines)
-    return Spec(source=source, settings=settings, valuators=valuators, selectors=selectors, trainers=trainers,
-                evaluators=evaluators)
+    return Spec(source=source, settings=settings, **uses)
 
 
-def _uses(entries: Any, section: str, role: str, registry: Registry, problems: list, source: Path) -> dict[str, Use]:
-    """Instantiate each ``label: {use: name, ...}`` entry; record problems instead of raising."""
+def _uses(entries: Any, section: str, registry: Registry, problems: list, source: Path) -> dict[str, Use]:
+    """Instantiate each ``label: {use: name, ...}`` entry of ``section``; record problems instead
+    of raising."""
+    role, model = SECTIONS[section]
     uses: dict[str, Use] = {}
     if not isinstance(entries, dict):
         return uses  # the section's own type error is already reported
-    for label, entry in entries.items():
+    for label, raw in entries.items():
         path = (section, label)
         if not isinstance(label, str) or not LABEL.match(label):
             problems.append(Problem(path, f"a label is {LABEL_HELP}"))
             continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("use"), str):
+        if not isinstance(raw, dict) or not isinstance(raw.get("use"), str):
             problems.append(Problem(path, f"expected a mapping with 'use: <{role} name>'; "
                                           f"available: {registry.available(role)}"))
             continue
-        harness_keys = {"selection": ("use", "reference"), "training": ("use", "selections")}.get(section, ("use",))
-        config = {k: v for k, v in entry.items() if k not in harness_keys}
-        reference = entry.get("reference") if section == "selection" else None
-        selections = entry.get("selections") if section == "training" else None
-        if selections is not None and (not isinstance(selections, list)
-                                       or not all(isinstance(x, str) for x in selections)):
-            problems.append(Problem(path + ("selections",), "expected a list of selection labels, e.g. [bins]"))
+        entry, found = validate(model, raw, path)
+        if entry is None:
+            problems.extend(found)
             continue
-        if entry["use"] not in registry.entries[role]:
-            problems.append(Problem(path + ("use",), f"unknown {role} {entry['use']!r}; "
+        if entry.use not in registry.entries[role]:
+            problems.append(Problem(path + ("use",), f"unknown {role} {entry.use!r}; "
                                                      f"available: {registry.available(role)}"))
             continue
-        cls = registry.get(role, entry["use"])
-        instance, found = validate(cls.Config, config, path, base_dir=source.parent)
+        options, twice = entry.plugin_options()
+        if twice:
+            problems.append(Problem(path + ("options", twice[0]), "given both here and beside 'use'; keep one"))
+            continue
+        cls = registry.get(role, entry.use)
+        instance, found = validate(cls.Config, options, path, base_dir=source.parent)
         problems.extend(found)
         if instance is not None:
-            uses[label] = Use(label, cls(instance), reference, None if selections is None else tuple(selections))
+            uses[label] = Use(label, cls(instance), entry)
     return uses
 
 

@@ -112,10 +112,11 @@ CATALOGUE = {
     "data not UTF-8": (_data(b'{"id": "x", "instruction": "\xff", "output": "1"}\n'), "run", "UTF-8"),
     "malformed JSON line": (_data(b'{"id": "x", "instruction": "a", "output": "1"}\n{oops\n'), "run", "line 2"),
     "answer with no room under max_length": (_with(template={"name": "plain", "header": "x" * 40, "max_length": 24,
-                                                             "max_answer_tokens": 8}), "run", "max_length"),
+                                                             "max_answer_tokens": 8}, valuators={"g": {"use": "grad_ip"}}), "run", "max_length"),
     "no anchors for icp": (_with(data__anchors=None, valuators={"a": {"use": "icp"}}), "run",
                            "icp needs at least one anchor"),
-    "model path missing": (_with(model={"name": "/no/such/model"}), "run", "no such model folder"),
+    "model path missing": (_with(model={"name": "/no/such/model"}, valuators={"g": {"use": "grad_ip"}}), "run",
+                           "no such model folder"),
     # scores files and selections
     "scores file missing ids": (_scores_file("s.csv", "candidate_id,score\nr0,1\n"), "run",
                                 "no score for 5 of 6 candidates"),

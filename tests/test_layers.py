@@ -11,8 +11,9 @@ BOTTOM = {
     "dvbench.harness.errors": set(),
     "dvbench.harness.network": set(),
     "dvbench.harness.progress": set(),
+    "dvbench.harness.executor": set(),
     "dvbench.harness.template": set(),
-    "dvbench.harness.records": {"dvbench.harness.template", "dvbench.harness.progress"},
+    "dvbench.harness.records": {"dvbench.harness.template", "dvbench.harness.progress", "dvbench.harness.executor"},
 }
 
 

@@ -39,8 +39,8 @@ def test_shipped_spec_validates(path, tmp_path):
     assert spec.name == path.stem
     if path.stem.startswith("paper"):  # the paper's comparison, bins, fine-tuning and both evaluations
         assert {u.plugin.name for u in spec.valuators.values()} == {"icp", "grad_ip", "ekfac", "one_step", "random"}
-        assert [u.plugin.name for u in spec.selectors.values()] == ["score_bins"]
-        assert {u.plugin.name for u in spec.evaluators.values()} == {"loss", "win_rate"}
+        assert [u.plugin.name for u in spec.selection.values()] == ["score_bins"]
+        assert {u.plugin.name for u in spec.evaluation.values()} == {"loss", "win_rate"}
 
 
 def _tiny_paper(folder: Path, model: Path) -> Path:
@@ -114,8 +114,8 @@ def test_quickstart_runs(tmp_path, tiny_model_dir):
 def test_quickstart_runs_on_the_embedded_model(tmp_path):
     result = Runner(load_spec(SPECS[[p.name for p in SPECS].index("quickstart.yaml")]), tmp_path,
                     log=lambda line: None).run()
-    assert result.model["source"] == "embedded" and result.model["fingerprint"].startswith("gguf-sha256:")
-    assert result.tokens["candidates"]["examples"] == 64 and result.scores["icp"].stats["pairs"] == 512
+    assert result.model.identity["source"] == "embedded" and result.model.identity["fingerprint"].startswith("gguf-sha256:")
+    assert result.model.tokens["candidates"]["examples"] == 64 and result.scores["icp"].stats["pairs"] == 512
 
 
 @pytest.mark.slow

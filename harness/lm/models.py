@@ -46,6 +46,7 @@ _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 # Files a hub repo may hold that from_pretrained never reads: not downloaded.
 _HUB_SKIP = ["*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel"]
 _log = logging.getLogger(__name__)
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file hashed once per run
 
 
 PARTIAL = "dvbench-partial.json"  # a folder of changed tensors over a base model (save_partial)
@@ -346,8 +347,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(2**20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's SHA-256, computed once per process for each (path, size, modification time)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            while chunk := file.read(2**20):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]

@@ -23,6 +23,7 @@ from dvbench.harness.roles import Valuator
 class FileValuator(Valuator):
     name = "file"
     version = "1.0.0"
+    needs_model = False
 
     class Config(Config):
         path: ExistingPath = Field(description="Scores file: .parquet, .csv or .npy (relative to the spec file).")

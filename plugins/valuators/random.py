@@ -16,6 +16,7 @@ class RandomValuator(Valuator):
 
     name = "random"
     version = "1.0.0"
+    needs_model = False
 
     class Config(Config):
         seed: int | None = Field(None, ge=0, description="Generator seed; the spec's seed when unset.")

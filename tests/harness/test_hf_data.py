@@ -185,7 +185,7 @@ def test_spec_source_errors(tmp_path, source, expected):
 
 
 def test_spec_sources_load(tmp_path):
-    from dvbench.harness.runner import load_data
+    from dvbench.harness.stages.data import load_data
 
     _cache_hub_dataset(tmp_path)
     datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:1])}

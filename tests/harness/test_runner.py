@@ -136,16 +136,36 @@ def test_same_spec_and_seed_give_identical_artifacts(spec_path, tmp_path):
 
 
 def test_the_model_and_template_are_part_of_what_produced_the_scores(spec_path, spec_text, tmp_path, tiny_model_dir):
+    spec_text = spec_text.replace("valuators:\n", "valuators:\n  grad: {use: grad_ip}\n")
+    spec_path.write_text(spec_text)
     out, notes = tmp_path / "out", []
     Runner(load_spec(spec_path), out, log=notes.append).run()
     record = json.loads((out / "run.json").read_text())
     assert record["model"]["source"] == str(tiny_model_dir) and record["model"]["fingerprint"]
     assert record["tokens"]["candidates"]["examples"] == 120 and record["tokens"]["anchors"]["truncated"] == {}
+    assert json.loads((out / "scores/grad.json").read_text())["producer"]["model"] == record["model"]
+    assert "model" not in json.loads((out / "scores/rand-1.json").read_text())["producer"]
 
     spec_path.write_text(spec_text + "template: {name: plain, max_length: 40, max_answer_tokens: 12}\n")
     notes.clear()
     Runner(load_spec(spec_path), out, log=notes.append).run()
-    assert sum("recomputing, produced under other settings (template." in n for n in notes) == 3
+    assert sum("recomputing, produced under other settings (template." in n for n in notes) == 4
     assert any(n.startswith("candidates: cut to fit template limits (") for n in notes)
     tokens = json.loads((out / "run.json").read_text())["tokens"]["candidates"]
     assert tokens["max_tokens"] <= 40 and tokens["truncated"]["query"] > 0
+
+
+def test_a_spec_whose_roles_need_no_model_runs_without_one(spec_path, spec_text, tmp_path, monkeypatch):
+    """random and file valuators with top_k: no model is resolved, so a missing model folder is no error."""
+    from dvbench.harness.lm import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was resolved")
+
+    monkeypatch.setattr(models, "resolve", refuse)
+    spec_path.write_text(spec_text.replace(spec_text.splitlines()[2], "model: {name: ./no-such-model}"))
+    out = tmp_path / "out"
+    result = Runner(load_spec(spec_path), out, log=lambda line: None).run()
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] is None and record["tokens"] == {}
+    assert set(result.scores) == {"rand-1", "rand-2", "from-file"} and "spearman" in result.tables

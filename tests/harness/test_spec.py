@@ -34,7 +34,7 @@ def test_good_spec_fills_defaults(tmp_path):
     spec = load_spec(_spec(tmp_path, GOOD))
     assert spec.name == "demo" and spec.settings.seed == 3
     assert spec.valuators["rand"].plugin.config.seed == 1
-    assert spec.selectors["top"].reference == "rand"
+    assert spec.selection["top"].reference == "rand"
     resolved = spec.resolved()
     assert resolved["model"]["name"] == "embedded"
     assert resolved["valuators"]["rand"] == {"use": "random", "seed": 1}
@@ -136,3 +136,55 @@ def test_template_settings_are_checked_and_reach_the_template(tmp_path):
     spec = load_spec(_spec(tmp_path, base + "template: {name: plain, header: 'Q: ', eos: false}\n"))
     template = spec.settings.template.template()
     assert (template.name, template.header, template.eos, template.max_length) == ("plain", "Q: ", False, 1024)
+
+
+def _registry_with_a_selector_named_like_entry_keys():
+    """The built-ins plus a selector whose options are named ``reference`` and ``options``."""
+    import types
+
+    from pydantic import Field
+
+    from dvbench.harness.config import Config as Base
+    from dvbench.harness.hookspecs import hookimpl
+    from dvbench.harness.plugins import get_plugin_manager, load_registry
+    from dvbench.harness.roles import Selector
+
+    class Clashing(Selector):
+        name = "clashing"
+
+        class Config(Base):
+            reference: str = Field("none", description="An option that shares an entry key's name.")
+            options: int = Field(0, description="Another.")
+
+        def select(self, scores, *, reference, seed):
+            return self.selection({"all": scores.candidate_ids})
+
+    @hookimpl
+    def dvbench_register_selectors(register):
+        register(Clashing)
+
+    pm = get_plugin_manager(autoload=False)
+    module = types.ModuleType("clashing")
+    module.dvbench_register_selectors = dvbench_register_selectors
+    pm.register(module, name="clashing")
+    return load_registry(pm)
+
+
+def test_an_option_named_like_an_entry_key_is_given_under_options(tmp_path):
+    registry = _registry_with_a_selector_named_like_entry_keys()
+    text = GOOD.replace("top: {use: top_k, k: 0.2, reference: rand}",
+                        "top: {use: clashing, reference: rand, options: {reference: mine, options: 3}}")
+    spec = load_spec(_spec(tmp_path, text), registry=registry)
+    use = spec.selection["top"]
+    assert use.reference == "rand" and use.plugin.config.reference == "mine" and use.plugin.config.options == 3
+    assert spec.resolved()["selection"]["top"] == {"use": "clashing", "reference": "rand",
+                                                    "options": {"reference": "mine", "options": 3}}
+
+
+def test_entry_keys_are_typed_and_an_option_is_given_once(tmp_path):
+    message = _error(tmp_path, GOOD.replace("reference: rand}", "reference: 3}"))
+    assert "selection.top.reference (line 8)" in message and "got 3 (int)" in message
+    message = _error(tmp_path, GOOD.replace("k: 0.2, reference: rand}", "k: 0.2, options: {k: 0.3}}"))
+    assert "selection.top.options.k (line 8): given both here and beside 'use'; keep one" in message
+    message = _error(tmp_path, GOOD.replace("k: 0.2, reference: rand}", "options: [k]}"))
+    assert "selection.top.options (line 8)" in message and "dictionary" in message

@@ -1,0 +1,84 @@
+"""The evaluation stage: every evaluator on every fine-tuned model, one unit of work per
+(evaluator, model), each reused while its producer is unchanged.
+
+    evaluations/<evaluator>/<model>.metrics.json   an evaluator's metrics for one model
+    evaluations/<evaluator>.parquet    trainer, selection, valuator, subset, model, eval_subset,
+                                       metric, value (eval_subset "all": the whole eval set)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from dvbench.harness.artifacts import fingerprint
+from dvbench.harness.records import EvalTask, Example, ModelRef
+from dvbench.harness.spec import Use
+from dvbench.harness.stages.context import RunContext
+from dvbench.harness.stages.model import Model
+from dvbench.harness.stages.training import Trained, base_inputs
+
+SCHEMA = {"trainer": pl.String, "selection": pl.String, "valuator": pl.String, "subset": pl.String,
+          "model": pl.String, "eval_subset": pl.String, "metric": pl.String, "value": pl.Float64}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One unit of work: ``use``'s evaluator on the fine-tuned ``models/<model>``."""
+
+    use: Use
+    model: str
+    producer: dict
+
+    @property
+    def artifact(self) -> str:
+        return f"evaluations/{self.use.label}/{self.model}"
+
+
+def evaluate(ctx: RunContext, eval_set: tuple[Example, ...], trained: Trained, model: Model) -> dict[str, pl.DataFrame]:
+    """Every evaluator on every fine-tuned model: one long frame per evaluator."""
+    models = sorted({name for names in trained.values() for name in names.values()})
+    units = [Evaluation(use, name, {**use.plugin.provenance(), **base_inputs(ctx, model), "model": name,
+                                    "eval": fingerprint(eval_set)})
+             for use in ctx.spec.evaluation.values() for name in models]
+    results = _measure(ctx, eval_set, model, units)
+    frames = {}
+    for use in ctx.spec.evaluation.values():
+        rows = [{"trainer": trainer, "selection": selection, "valuator": valuator, "subset": subset, "model": name,
+                 "eval_subset": eval_subset, "metric": metric, "value": value}
+                for trainer, names in trained.items()
+                for (selection, valuator, subset), name in names.items()
+                for eval_subset, metrics in results[(use.label, name)].items()
+                for metric, value in metrics.items()]
+        frame = pl.DataFrame(rows, schema=SCHEMA)
+        ctx.store.save_frame(f"evaluations/{use.label}", {"models": models}, frame)
+        frames[use.label] = frame
+    return frames
+
+
+def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
+             units: list[Evaluation]) -> dict[tuple[str, str], dict]:
+    """``{(evaluator label, model): {"all": metrics, <subset>: metrics}}``: saved ones reused,
+    the rest measured by the executor, each saved as soon as it is done."""
+    results = {}
+    for unit in units:
+        saved = ctx.store.load_json(unit.artifact, unit.producer)
+        if saved is not None:
+            results[(unit.use.label, unit.model)] = saved
+    pending = [unit for unit in units if (unit.use.label, unit.model) not in results]
+    base = model.ref
+
+    def run(unit: Evaluation) -> dict:
+        tuned = ModelRef(str(ctx.store.root / "models" / unit.model), dtype=base.dtype, threads=base.threads)
+        result = unit.use.plugin.evaluate(EvalTask(tuned, base, eval_set, seed=ctx.seed, template=ctx.spec.template,
+                                                   progress=ctx.progress))
+        return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}
+
+    with ctx.progress.task("evaluation", len(units), "evaluations") as advance:
+        advance(len(results))
+        for unit, metrics in zip(pending, ctx.executor.map(run, pending)):
+            ctx.store.save_json(unit.artifact, unit.producer, metrics)
+            results[(unit.use.label, unit.model)] = metrics
+            advance(1)
+    return results

@@ -1,0 +1,107 @@
+"""The training stage: every trainer fine-tunes the base model on every selected subset.
+
+For each training entry, selection entry, valuator and subset (a score bin, a top-k), one
+fine-tune: an independent unit of work handed to the executor. A model is named after what
+produced it (trainer, config, base model, template, seed, the subset's examples), so equal
+subsets (a random selection is the same for every valuator) are trained once, and a finished
+model is reused by the next run:
+
+    models/<trainer>-<key>/            the fine-tuned model (save_pretrained), complete or absent
+    models/<trainer>-<key>.json        its producer; .metrics.json: steps and losses
+    work/<trainer>-<key>/              the trainer's checkpoints; an interrupted training resumes
+    training/<trainer>.parquet         selection, valuator, subset, model, examples, steps, losses
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from dvbench.harness.artifacts import canonical, fingerprint
+from dvbench.harness.records import Example, Selection, TrainingTask
+from dvbench.harness.spec import Use
+from dvbench.harness.stages.context import RunContext
+from dvbench.harness.stages.model import Model
+
+SCHEMA = {"selection": pl.String, "valuator": pl.String, "subset": pl.String, "model": pl.String,
+          "examples": pl.Int64, "steps": pl.Int64, "loss_first": pl.Float64, "loss_last": pl.Float64}
+Trained = dict[str, dict[tuple[str, str, str], str]]  # trainer label -> (selection, valuator, subset) -> model
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """One unit of work: ``use``'s trainer on ``examples``, saved as ``models/<name>``."""
+
+    use: Use
+    name: str
+    producer: dict
+    examples: tuple[Example, ...]
+
+
+def base_inputs(ctx: RunContext, model: Model) -> dict:
+    """What every trained model (and every evaluation of one) is derived from besides its trainer."""
+    return {"model": model.identity, "template": asdict(ctx.spec.template), "seed": ctx.seed}
+
+
+def train(ctx: RunContext, candidates: tuple[Example, ...], selections: dict[str, dict[str, Selection]],
+          model: Model) -> Trained:
+    """Fine-tune on every selected subset: ``{trainer label: {(selection, valuator, subset): model name}}``."""
+    by_id = {c.id: c for c in candidates}
+    units: dict[str, FineTune] = {}
+    names: Trained = {}
+    for use in ctx.spec.training.values():
+        names[use.label], empty = {}, {}
+        for selection in ctx.spec.trained_selections(use):
+            for valuator, chosen in selections[selection].items():
+                for subset, ids in chosen.subsets.items():
+                    if not ids:
+                        empty.setdefault(f"{selection}/{subset}", []).append(valuator)
+                        continue
+                    unit = _unit(ctx, use, model, tuple(by_id[i] for i in ids))
+                    units.setdefault(unit.name, unit)
+                    names[use.label][(selection, valuator, subset)] = unit.name
+        for subset, valuators in empty.items():
+            ctx.log(f"training/{use.label}: {subset} is empty for {', '.join(valuators)}; not trained")
+    metrics = _fine_tune(ctx, model, list(units.values()))
+    for use in ctx.spec.training.values():
+        rows = [{"selection": selection, "valuator": valuator, "subset": subset, "model": name,
+                 "examples": len(units[name].examples), **{k: metrics[name].get(k) for k in
+                                                           ("steps", "loss_first", "loss_last")}}
+                for (selection, valuator, subset), name in names[use.label].items()]
+        ctx.store.save_frame(f"training/{use.label}", {"models": sorted(set(names[use.label].values()))},
+                             pl.DataFrame(rows, schema=SCHEMA))
+    return names
+
+
+def _unit(ctx: RunContext, use: Use, model: Model, examples: tuple[Example, ...]) -> FineTune:
+    producer = {**use.plugin.provenance(), **base_inputs(ctx, model), "examples": fingerprint(examples),
+                "count": len(examples)}
+    name = f"{use.label}-{hashlib.sha256(canonical(producer).encode()).hexdigest()[:16]}"
+    return FineTune(use, name, producer, examples)
+
+
+def _fine_tune(ctx: RunContext, model: Model, units: list[FineTune]) -> dict[str, dict]:
+    """Every unit's metrics: saved ones reused, the rest trained by the executor, each saved as
+    soon as it is done."""
+    metrics = {}
+    for unit in units:
+        saved = ctx.store.load_json(f"models/{unit.name}", unit.producer)
+        if saved is not None and (ctx.store.root / "models" / unit.name).is_dir():
+            metrics[unit.name] = saved
+    pending = [unit for unit in units if unit.name not in metrics]
+    with ctx.progress.task("training", len(units), "models") as advance:
+        advance(len(metrics))
+
+        def run(unit: FineTune) -> dict:
+            task = TrainingTask(model.ref, unit.examples, ctx.store.root / "models" / unit.name, seed=ctx.seed,
+                                template=ctx.spec.template, progress=ctx.progress,
+                                work=ctx.store.root / "work" / unit.name)
+            return dict(unit.use.plugin.train(task).metrics)
+
+        for unit, result in zip(pending, ctx.executor.map(run, pending)):
+            ctx.store.save_json(f"models/{unit.name}", unit.producer, result)
+            metrics[unit.name] = result
+            advance(1)
+    return metrics

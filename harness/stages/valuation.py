@@ -1,0 +1,75 @@
+"""The valuation stage: every valuator's scores, reused when saved by the same producer.
+
+    scores/<label>.parquet             candidate_id, score
+    scores/<label>.per_anchor.parquet  candidate_id, one column per anchor id (when given)
+    scores/<label>.details.npz         the arrays the scores were aggregated from (when given)
+    scores/<label>.stats.json          counts the valuator reports: ties, truncations (when given)
+    work/<valuator>-<key>/             a valuator's finished shards; key.json says what produced them
+
+A producer is the plugin, its version and config, the data's fingerprints, the template, the
+tracked layers, the seed and (for valuators that load it) the model's identity. Scores saved
+under another producer are recomputed, with the first difference named in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from dvbench.harness.artifacts import canonical, fingerprint, write_text_atomic
+from dvbench.harness.records import Scores, ValuationTask
+from dvbench.harness.spec import Use
+from dvbench.harness.stages.context import RunContext
+from dvbench.harness.stages.data import Data
+from dvbench.harness.stages.model import Model
+
+
+def value(ctx: RunContext, data: Data, model: Model) -> dict[str, Scores]:
+    """``{label: scores}`` for every valuator of the spec, in the spec's order."""
+    settings = ctx.spec.settings
+    inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
+              "template": asdict(ctx.spec.template), "tracked": settings.tracked, "seed": settings.seed}
+    scores = {}
+    with ctx.progress.task("valuation", len(ctx.spec.valuators), "valuators") as advance:
+        for use in ctx.spec.valuators.values():
+            producer = {**use.plugin.provenance(), **inputs}
+            if use.plugin.needs_model:
+                producer["model"] = model.identity
+            scores[use.label] = _scores(ctx, use, data, model, producer)
+            advance(1)
+    return scores
+
+
+def _scores(ctx: RunContext, use: Use, data: Data, model: Model, producer: dict) -> Scores:
+    """The saved scores if ``producer`` made them; else computed and saved."""
+    name = f"scores/{use.label}"
+    scores, why = ctx.store.load_scores(name, producer)
+    if scores is not None:
+        ctx.log(f"{name}: reusing saved scores ({why})")
+        return scores
+    if why != "not computed yet":
+        ctx.log(f"{name}: recomputing, {why}")
+    valuator = use.plugin
+    work, key = _work(ctx, valuator, producer)
+    task = ValuationTask(data.candidates, data.anchors, model.ref, seed=ctx.seed, template=ctx.spec.template,
+                         progress=ctx.progress, work=work, tracked=ctx.spec.settings.tracked, executor=ctx.executor)
+    scores = valuator.score(task)
+    if work.is_dir():  # the valuator kept work: say what produced it
+        write_text_atomic(work / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
+    if scores.candidate_ids != tuple(c.id for c in data.candidates):
+        raise RuntimeError(f"valuator {use.label!r} ({valuator.name}) returned scores for another pool")
+    if scores.stats:
+        ctx.log(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scores.stats.items()))
+    ctx.store.save_scores(name, producer, scores)
+    return scores
+
+
+def _work(ctx: RunContext, valuator, producer: dict) -> tuple[Path, dict]:
+    """The valuator's work folder and what names it: its producer, less the config keys that
+    only change the aggregation, so entries differing only in those share it."""
+    config = {k: v for k, v in producer["config"].items() if k not in valuator.derived}
+    key = {**producer, "config": config}
+    digest = hashlib.sha256(canonical(key).encode()).hexdigest()[:16]
+    return ctx.store.root / "work" / f"{valuator.name}-{digest}", key
