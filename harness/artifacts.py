@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from dvbench.harness import __version__
+from dvbench.harness.paths import inside
 from dvbench.harness.records import Example, Scores
 
 
@@ -41,12 +43,21 @@ def fingerprint(examples: Iterable[Example]) -> str:
     return digest.hexdigest()
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's SHA-256, computed once per process for each (path, size, modification time):
+    a file rewritten since is hashed again."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -70,14 +81,21 @@ class ArtifactStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def path(self, name: str, suffix: str) -> Path:
-        path = (self.root / f"{name}{suffix}").resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"artifact {name!r} would lie outside {self.root}")
-        return path
+    def path(self, name: str, suffix: str = "") -> Path:
+        """Where artifact file ``name + suffix`` lies: inside the output folder, or refused."""
+        return inside(self.root, self.root / f"{name}{suffix}")
+
+    def clean(self) -> int:
+        """Remove what killed writes left (``.*.tmp`` files, ``*.partial`` folders); how many."""
+        left = [p for p in self.root.rglob(".*.tmp") if p.is_file()] + \
+               [p for p in self.root.rglob("*.partial") if p.is_dir()]
+        for path in left:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return len(left)
 
     def find(self, name: str, producer: Mapping[str, Any]) -> tuple[dict[str, Path] | None, str]:
-        """The artifact's files if it was produced by ``producer`` and is whole; else why not."""
+        """The artifact's files if it was produced by ``producer`` and is whole (every file,
+        and every file of its folder, hashing as recorded); else why not."""
         record_path = self.path(name, ".json")
         if not record_path.exists():
             return None, "not computed yet"
@@ -90,13 +108,19 @@ class ArtifactStore:
         files = {}
         for suffix, digest in record.get("files", {}).items():
             path = self.path(name, suffix)
-            if not path.exists() or sha256_file(path) != digest:
+            if not path.is_file() or sha256_file(path) != digest:
                 return None, f"{path.name} is missing or changed since it was written"
             files[suffix] = path
+        for relative, digest in record.get("folder", {}).items():
+            path = self.path(name, f"/{relative}")
+            if not path.is_file() or sha256_file(path) != digest:
+                return None, f"{name}/{relative} is missing or changed since it was written"
         return files, "up to date"
 
-    def save(self, name: str, producer: Mapping[str, Any], writers: Mapping[str, Callable[[Path], None]]) -> None:
-        """Write each ``suffix -> writer`` file atomically, then the record that vouches for them."""
+    def save(self, name: str, producer: Mapping[str, Any], writers: Mapping[str, Callable[[Path], None]],
+             folder: bool = False) -> None:
+        """Write each ``suffix -> writer`` file atomically, then the record that vouches for them;
+        with ``folder``, for every file of the folder ``<name>/`` too (a model a trainer saved)."""
         record_path = self.path(name, ".json")
         record_path.unlink(missing_ok=True)  # no stale record may vouch for new files
         hashes = {}
@@ -105,6 +129,10 @@ class ArtifactStore:
             write_atomic(path, write)
             hashes[suffix] = sha256_file(path)
         record = {"producer": producer, "files": hashes, "dvbench": __version__}
+        if folder:
+            root = self.path(name)
+            record["folder"] = {p.relative_to(root).as_posix(): sha256_file(p)
+                                for p in sorted(root.rglob("*")) if p.is_file()}
         write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
     def producer(self, name: str) -> dict[str, Any]:
@@ -155,15 +183,17 @@ class ArtifactStore:
             writers[".md"] = lambda tmp: tmp.write_text(markdown(frame), encoding="utf-8")
         self.save(name, producer, writers)
 
-    def save_json(self, name: str, producer: Mapping[str, Any], data: Any) -> None:
-        """JSON data as ``<name>.metrics.json`` (a trained model's or an evaluation's metrics)."""
+    def save_json(self, name: str, producer: Mapping[str, Any], data: Any, folder: bool = False) -> None:
+        """JSON data as ``<name>.metrics.json`` (a trained model's or an evaluation's metrics);
+        ``folder``: see :meth:`save`."""
         self.save(name, producer, {".metrics.json": lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n",
-                                                                                encoding="utf-8")})
+                                                                                encoding="utf-8")}, folder)
 
-    def load_json(self, name: str, producer: Mapping[str, Any]) -> Any | None:
-        """The data :meth:`save_json` saved under ``name``, if ``producer`` made it and it is whole."""
-        files, _ = self.find(name, producer)
-        return None if files is None else json.loads(files[".metrics.json"].read_text(encoding="utf-8"))
+    def load_json(self, name: str, producer: Mapping[str, Any]) -> tuple[Any | None, str]:
+        """The data :meth:`save_json` saved under ``name``, if ``producer`` made it and it is
+        whole; else ``None`` and why not."""
+        files, why = self.find(name, producer)
+        return (None if files is None else json.loads(files[".metrics.json"].read_text(encoding="utf-8"))), why
 
 
 def _difference(old: Any, new: Any, path: str = "") -> str:

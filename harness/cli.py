@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +13,15 @@ EXIT_DRIFT = 1
 EXIT_INPUT = 2
 GOLDEN_ROWS = 30
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or container's stop), handled like Ctrl-C: finished work is kept."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,27 +45,28 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from dvbench.harness.errors import InputError
+    from dvbench.harness.errors import InputError, os_error_line
     from dvbench.harness.plugins import PluginError
 
     console = Console()
     errors = Console(stderr=True)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args, console)
     except (InputError, PluginError) as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
         return EXIT_INPUT
+    except Terminated:
+        errors.print("terminated (SIGTERM); finished artifacts are kept: run the same command again to resume")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         errors.print("interrupted; finished artifacts are kept: run the same command again to resume")
         return EXIT_INTERRUPTED
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = f" writing {error.filename}" if error.filename else ""
-        errors.print(f"[bold red]error:[/] no space left on the device{where}; finished artifacts are kept and no "
-                     f"partial file is: free space and run the same command again to resume",
-                     highlight=False, markup=True, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {os_error_line(error)}", highlight=False, markup=True, soft_wrap=True)
         return EXIT_INPUT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args, console) -> int:
@@ -65,7 +75,7 @@ def _run(args, console) -> int:
     from dvbench.harness.spec import load_spec
 
     spec = load_spec(args.spec)
-    runner = Runner(spec, args.out, RichProgress(), log=lambda line: console.print(line, highlight=False))
+    runner = Runner(spec, args.out, RichProgress(), log=lambda line: console.print(line, highlight=False, soft_wrap=True))
     result = runner.run()
     _print_tables(console, result.tables)
     timings = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items())

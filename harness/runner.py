@@ -19,6 +19,7 @@ import polars as pl
 from dvbench.harness import __version__
 from dvbench.harness.artifacts import ArtifactStore, write_text_atomic
 from dvbench.harness.executor import Executor, LocalExecutor
+from dvbench.harness.lock import exclusive
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import Scores, Selection
 from dvbench.harness.spec import Spec
@@ -56,6 +57,25 @@ class Runner:
 
     def run(self) -> RunResult:
         """Every stage the spec asks for, then run.json."""
+        with self._owned():
+            return self._run()
+
+    def scores(self) -> dict[str, Scores]:
+        """The data, model and valuation stages alone: every valuator's scores (as ``dvbench check
+        --golden`` needs them)."""
+        with self._owned():
+            return self._value()[0].scores
+
+    @contextmanager
+    def _owned(self) -> Iterator[None]:
+        """The output folder, locked for this run and cleared of what killed writes left."""
+        with exclusive(self.out):
+            removed = self.ctx.store.clean()
+            if removed:
+                self.ctx.log(f"{self.out}: removed {removed} temporary file(s) left by an interrupted run")
+            yield
+
+    def _run(self) -> RunResult:
         started = time.time()
         result, data = self._value()
         ctx = self.ctx
@@ -72,11 +92,6 @@ class Runner:
             result.tables = leaderboard.tables(ctx, data, result.scores, result.selections, result.evaluations)
         self._write_run_json(result, started)
         return result
-
-    def scores(self) -> dict[str, Scores]:
-        """The data, model and valuation stages alone: every valuator's scores (as ``dvbench check
-        --golden`` needs them)."""
-        return self._value()[0].scores
 
     def _value(self) -> tuple[RunResult, Data]:
         result = RunResult(self.out)

@@ -22,6 +22,7 @@ from dvbench.harness.plugins import Registry, load_registry
 from dvbench.harness.records import ModelRef
 from dvbench.harness.roles import Plugin
 
+MAX_VALUES = 100_000  # values a spec may expand to through YAML aliases
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LABEL_HELP = "letters, digits, '.', '_' and '-', starting with a letter or digit"
 
@@ -279,11 +280,20 @@ def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), [Problem((), "no such spec file")]) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), [Problem((), "is a folder; give the spec's YAML file")]) from None
+    except PermissionError:
+        raise ConfigError(str(path), [Problem((), "cannot be read (permission denied); fix its permissions")]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), [Problem((), "not UTF-8 text; save the spec as UTF-8")]) from None
     try:
+        node = yaml.compose(text)
+        size = _expanded_size(node, {})
+        if size > MAX_VALUES:
+            raise ConfigError(str(path), [Problem((), f"expands to {size:,} values through YAML aliases (at most "
+                                                      f"{MAX_VALUES:,}); write the spec without nested aliases")])
         data = yaml.safe_load(text)
-        lines, repeated = _lines(yaml.compose(text))
+        lines, repeated = _lines(node, (), set())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -367,11 +377,31 @@ def _uses(entries: Any, section: str, registry: Registry, problems: list, source
     return uses
 
 
-def _lines(node: yaml.Node | None, path: tuple = ()) -> tuple[dict[tuple, int], list[tuple[tuple, int]]]:
+def _expanded_size(node: yaml.Node | None, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded, each shared node counted
+    once per use but computed once (so a billion laughs costs as little as its text)."""
+    if node is None:
+        return 0
+    if id(node) not in sizes:
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def _lines(node: yaml.Node | None, path: tuple, seen: set[int]) -> tuple[dict[tuple, int], list[tuple[tuple, int]]]:
     """The 1-based line of every key and item in a composed YAML document, by path; and every
-    key repeated within its mapping, with the line of the repeat."""
+    key repeated within its mapping, with the line of the repeat. A node reached again through
+    an alias is not walked again: paths inside it take the alias's line."""
     lines: dict[tuple, int] = {}
     repeated: list[tuple[tuple, int]] = []
+    if node is None or id(node) in seen:
+        return lines, repeated
+    seen.add(id(node))
     children = []
     if isinstance(node, yaml.MappingNode):
         children = [(path + (key.value,), key.start_mark.line + 1, value) for key, value in node.value]
@@ -382,7 +412,7 @@ def _lines(node: yaml.Node | None, path: tuple = ()) -> tuple[dict[tuple, int], 
             repeated.append((child, line))
             continue
         lines[child] = line
-        inner, inner_repeated = _lines(value, child)
+        inner, inner_repeated = _lines(value, child, seen)
         lines.update(inner)
         repeated.extend(inner_repeated)
     return lines, repeated

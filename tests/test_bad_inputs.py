@@ -70,6 +70,45 @@ def _scores_file(name, content):
     return write
 
 
+def _candidates_file(name, content):
+    """The candidates in file ``name`` holding ``content`` (bytes, or a polars frame for parquet)."""
+    def write(folder, model):
+        spec = _spec(folder, model, data__candidates__path=name)
+        if isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        else:
+            content.write_parquet(folder / name)
+        return spec
+    return write
+
+
+def _then(write, prepare):
+    """``write``'s spec, after ``prepare(folder, model)`` set up the files around it."""
+    def both(folder, model):
+        spec = write(folder, model)
+        prepare(folder, model)
+        return spec
+    return both
+
+
+def _link_out(name):
+    """The output folder's ``name`` is a symbolic link to a folder outside it."""
+    def prepare(folder, model):
+        (folder / "elsewhere").mkdir()
+        (folder / "out").mkdir()
+        (folder / "out" / name).symlink_to(folder / "elsewhere")
+    return prepare
+
+
+def _broken_weights(folder, model):
+    """A copy of the tiny model whose weights file is cut short."""
+    import shutil
+
+    shutil.copytree(model, folder / "broken")
+    weights = folder / "broken" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
 ids = [r["id"] for r in ROWS]
 CATALOGUE = {
     # spec file and YAML
@@ -78,6 +117,9 @@ CATALOGUE = {
     "malformed YAML": (_raw("name: x\nvaluators: {a: [}\n"), "check", "not valid YAML: line 2"),
     "spec not a mapping": (_raw("- a\n- b\n"), "check", "expected a mapping of keys"),
     "repeated YAML key": (_raw("name: a\nname: b\n"), "check", "name (line 2): repeated (also on line 1)"),
+    "nested YAML aliases (a billion laughs)": (_raw("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))), "check",
+        "values through YAML aliases (at most 100,000); write the spec without nested aliases"),
     "wrong type": (_with(seed="many"), "check", "seed"),
     "unknown top-level key": (_with(colour="red"), "check", "colour"),
     "no valuators": (_with(valuators={}), "check", "declare at least one valuator"),
@@ -117,6 +159,28 @@ CATALOGUE = {
                            "icp needs at least one anchor"),
     "model path missing": (_with(model={"name": "/no/such/model"}, valuators={"g": {"use": "grad_ip"}}), "run",
                            "no such model folder"),
+    "id true": (_data([{"id": True, "instruction": "Say 1.", "output": "1"}]), "run",
+                "field 'id' must be text or an integer, found bool True"),
+    "id a number with a fraction": (_data([{"id": 1.5, "instruction": "Say 1.", "output": "1"}]), "run",
+                                    "found float 1.5"),
+    "empty JSONL file": (_candidates_file("c.jsonl", b""), "run", "c.jsonl: holds no rows; give at least one example"),
+    "empty JSON list": (_candidates_file("c.json", b"[]"), "run", "c.json: holds no rows"),
+    "empty CSV file": (_candidates_file("c.csv", b""), "run", "c.csv: holds no rows"),
+    "CSV with a header only": (_candidates_file("c.csv", b"instruction,output\n"), "run", "c.csv: holds no rows"),
+    "parquet without rows": (_candidates_file("c.parquet", __import__("polars").DataFrame(
+        {"instruction": [], "output": []}, schema={"instruction": str, "output": str})), "run", "c.parquet: holds no rows"),
+    # paths and files
+    "spec path is a folder": (lambda f, m: f, "check", "is a folder; give the spec's YAML file"),
+    "data path is a plain folder": (_then(_with(data__candidates__path="rows"), lambda f, m: (f / "rows").mkdir()),
+                                    "run", "rows"),
+    "output folder is a file": (_then(_with(), lambda f, m: (f / "out").write_text("x")), "run",
+                                "out is a file, not a folder; give another --out"),
+    "work folder links outside the run": (_then(_with(valuators={"a": {"use": "icp"}}), _link_out("work")), "run",
+                                          "would lie outside"),
+    "scores folder links outside the run": (_then(_with(), _link_out("scores")), "run",
+                                            "through the symbolic link"),
+    "truncated weights": (_then(_with(model={"name": "broken"}, valuators={"g": {"use": "grad_ip"}}), _broken_weights),
+                          "run", "cannot load the model"),
     # scores files and selections
     "scores file missing ids": (_scores_file("s.csv", "candidate_id,score\nr0,1\n"), "run",
                                 "no score for 5 of 6 candidates"),
@@ -161,7 +225,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_model
     spec = _spec(tmp_path, tiny_model_dir, valuators={"a": {"use": "icp"}})
     code = main(["run", str(spec), "--out", str(tmp_path / "out")])
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and line.startswith("error: no space left on the device writing ")
+    assert code == 2 and line.startswith("error: no space left on the device (")
     assert "run the same command again to resume" in line
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix in (".npz", ".tmp")]
 

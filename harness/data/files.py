@@ -69,6 +69,8 @@ def _table_rows(path: Path) -> list[tuple[str, Any]]:
             frame = pl.read_csv(path, infer_schema=False)
         else:
             frame = pl.read_parquet(path)
+    except pl.exceptions.NoDataError:
+        return []  # no header, no rows: reported as an empty file
     except pl.exceptions.ComputeError as error:
         first = str(error).strip().splitlines()[0]
         raise InputError(f"{path}: cannot be read as {path.suffix[1:]} ({first}); check the file") from None

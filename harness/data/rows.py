@@ -41,6 +41,8 @@ def examples_from_rows(
             )
         seen[example.id] = where
         examples.append(example)
+    if not examples:
+        raise InputError(f"{source}: holds no rows; give at least one example")
     return tuple(examples)
 
 
@@ -57,8 +59,9 @@ def _example(source: str, where: str, row: Any, required: tuple[str, ...]) -> Ex
             raise InputError(f"{source}: {where}: field {name!r} is missing or empty; every row needs one")
     instruction, input, output = (row.get(name, "") for name in TEXT)
     given = row.get("id") if row.get("id") != "" else None
-    if given is not None and not isinstance(given, (str, int)):
-        raise InputError(f"{source}: {where}: field 'id' must be text or an integer")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, (str, int))):
+        raise InputError(f"{source}: {where}: field 'id' must be text or an integer, found "
+                         f"{type(given).__name__} {given!r}")
     subset = row.get("subset") or row.get("dataset") or None
     meta = {k: v for k, v in row.items() if k not in (*TEXT, "id", "subset", "dataset")}
     return Example(

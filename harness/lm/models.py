@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from dvbench.harness.artifacts import canonical, sha256_file
 from dvbench.harness.errors import InputError
 from dvbench.harness.network import ALLOW_DOWNLOAD, downloads_allowed
+from dvbench.harness.paths import inside
 from dvbench.harness.records import ModelRef
 
 CACHE_ENV = "DVBENCH_CACHE"
@@ -46,7 +48,6 @@ _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 # Files a hub repo may hold that from_pretrained never reads: not downloaded.
 _HUB_SKIP = ["*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel"]
 _log = logging.getLogger(__name__)
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file hashed once per run
 
 
 PARTIAL = "dvbench-partial.json"  # a folder of changed tensors over a base model (save_partial)
@@ -62,13 +63,16 @@ def cache_dir() -> Path:
 class ResolvedModel:
     """A model made ready to load: a local folder, what identifies its weights, one line for logs.
 
-    ``fingerprint`` is ``gguf-sha256:<hex>`` for a converted GGUF (the file's own hash), else
-    ``files-sha256:<hex>``: a hash over the folder's top-level files (see :func:`folder_fingerprint`).
+    ``fingerprint`` is ``gguf-sha256:<hex>/converted-sha256:<hex>`` for a converted GGUF (the
+    file's own hash and that of the converted files), else ``files-sha256:<hex>``: a hash over
+    the folder's top-level files (see :func:`folder_fingerprint`). ``notes``: what was repaired
+    on the way (a damaged conversion converted again), for the run's log.
     """
 
     path: Path
     fingerprint: str
     description: str
+    notes: tuple[str, ...] = ()
 
 
 def resolve(ref: ModelRef) -> ResolvedModel:
@@ -128,7 +132,7 @@ def folder_fingerprint(folder: Path) -> str:
             continue
         stat = path.stat()
         if stat.st_size <= _HASHED_IN_FULL:
-            identity = _sha256(path)
+            identity = sha256_file(path)
         elif path.is_symlink() and _BLOB_NAME.fullmatch(path.resolve().name):
             identity = path.resolve().name
         else:
@@ -225,12 +229,14 @@ def _tokenizer(ref: ModelRef, resolved: ResolvedModel):
 
 @contextmanager
 def _input_errors(ref: ModelRef, resolved: ResolvedModel, what: str):
-    """Turn transformers' errors about missing or unreadable files into one-line InputErrors."""
+    """Turn transformers' errors about missing, unreadable or truncated files into one-line InputErrors."""
+    from safetensors import SafetensorError
+
     try:
         yield
     except InputError:
         raise
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         if "trust_remote_code" in str(err):
             todo = "set model.trust_remote_code: true if you trust its code"
         else:
@@ -278,18 +284,46 @@ def _from_hub(ref: ModelRef) -> ResolvedModel:
 
 
 def _from_gguf(gguf: Path, label: str) -> ResolvedModel:
-    """The converted folder of ``gguf``, converting it first if no complete conversion is cached."""
-    digest = _sha256(gguf)
-    folder = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+    """The converted folder of ``gguf``, converting it first if no complete conversion is cached.
+
+    The conversion's record holds the SHA-256 of every file it wrote; a cached folder whose
+    files no longer match (a damaged disk, an edit) is converted again, with a note saying so.
+    The fingerprint names both the GGUF and the converted weights."""
+    digest = sha256_file(gguf)
+    folder = inside(cache_dir(), cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}")
+    notes = ()
+    damaged = _damaged(folder, digest) if folder.exists() else None
+    if damaged:
+        notes = (f"cache folder {folder}: {damaged}; converted again",)
+        shutil.rmtree(folder)
     if not folder.exists():
         _convert(gguf, digest, folder)
+    damaged = _damaged(folder, digest)
+    if damaged:
+        raise InputError(f"cache folder {folder} is not a conversion of {gguf} ({damaged}); delete it and run again")
+    weights = hashlib.sha256(canonical(_record(folder)["files"]).encode()).hexdigest()
+    return ResolvedModel(folder, f"gguf-sha256:{digest}/converted-sha256:{weights}",
+                         f"{label} (converted from GGUF, {folder})", notes)
+
+
+def _record(folder: Path) -> dict:
     try:
-        recorded = json.loads((folder / RECORD).read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        recorded = None
-    if recorded != digest:
-        raise InputError(f"cache folder {folder} is not a conversion of {gguf}; delete it and run again")
-    return ResolvedModel(folder, f"gguf-sha256:{digest}", f"{label} (converted from GGUF, {folder})")
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _damaged(folder: Path, digest: str) -> str | None:
+    """Why ``folder`` is not an intact conversion of the GGUF file hashing to ``digest``; None if it is."""
+    record = _record(folder)
+    if record.get("sha256") != digest or not isinstance(record.get("files"), dict):
+        return "its record does not name this GGUF file"
+    for name, expected in record["files"].items():
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != expected:
+            return f"{name} is missing or changed since it was converted"
+    return None
 
 
 def _convert(gguf: Path, digest: str, folder: Path) -> None:
@@ -326,7 +360,8 @@ def _write_conversion(gguf: Path, digest: str, out: Path) -> None:
     plain.load_state_dict(model.state_dict(), strict=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    record = {"source": str(gguf), "sha256": digest, "transformers": transformers.__version__}
+    files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
+    record = {"source": str(gguf), "sha256": digest, "files": files, "transformers": transformers.__version__}
     (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -344,16 +379,3 @@ def _first_line(err: BaseException) -> str:
     """The first line of an error's message, for a one-line InputError that wraps it."""
     lines = str(err).strip().splitlines()
     return lines[0].rstrip(".") if lines else type(err).__name__
-
-
-def _sha256(path: Path) -> str:
-    """The file's SHA-256, computed once per process for each (path, size, modification time)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            while chunk := file.read(2**20):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]

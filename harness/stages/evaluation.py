@@ -63,14 +63,16 @@ def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
     the rest measured by the executor, each saved as soon as it is done."""
     results = {}
     for unit in units:
-        saved = ctx.store.load_json(unit.artifact, unit.producer)
+        saved, why = ctx.store.load_json(unit.artifact, unit.producer)
         if saved is not None:
             results[(unit.use.label, unit.model)] = saved
+        elif why != "not computed yet":
+            ctx.log(f"{unit.artifact}: measuring again, {why}")
     pending = [unit for unit in units if (unit.use.label, unit.model) not in results]
     base = model.ref
 
     def run(unit: Evaluation) -> dict:
-        tuned = ModelRef(str(ctx.store.root / "models" / unit.model), dtype=base.dtype, threads=base.threads)
+        tuned = ModelRef(str(ctx.store.path(f"models/{unit.model}")), dtype=base.dtype, threads=base.threads)
         result = unit.use.plugin.evaluate(EvalTask(tuned, base, eval_set, seed=ctx.seed, template=ctx.spec.template,
                                                    progress=ctx.progress))
         return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}

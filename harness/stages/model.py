@@ -41,6 +41,8 @@ def prepare_model(ctx: RunContext, data: Data) -> Model:
     from dvbench.harness.lm.tokens import Encoder
 
     resolved = models.resolve(ref)
+    for note in resolved.notes:
+        ctx.log(note)
     ctx.log(f"model: {resolved.description}")
     encoder = Encoder(models.load_tokenizer(ref), ctx.spec.template)
     tokens = {}

@@ -87,21 +87,23 @@ def _fine_tune(ctx: RunContext, model: Model, units: list[FineTune]) -> dict[str
     soon as it is done."""
     metrics = {}
     for unit in units:
-        saved = ctx.store.load_json(f"models/{unit.name}", unit.producer)
-        if saved is not None and (ctx.store.root / "models" / unit.name).is_dir():
+        saved, why = ctx.store.load_json(f"models/{unit.name}", unit.producer)
+        if saved is not None:
             metrics[unit.name] = saved
+        elif why != "not computed yet":
+            ctx.log(f"models/{unit.name}: training again, {why}")
     pending = [unit for unit in units if unit.name not in metrics]
     with ctx.progress.task("training", len(units), "models") as advance:
         advance(len(metrics))
 
         def run(unit: FineTune) -> dict:
-            task = TrainingTask(model.ref, unit.examples, ctx.store.root / "models" / unit.name, seed=ctx.seed,
+            task = TrainingTask(model.ref, unit.examples, ctx.store.path(f"models/{unit.name}"), seed=ctx.seed,
                                 template=ctx.spec.template, progress=ctx.progress,
-                                work=ctx.store.root / "work" / unit.name)
+                                work=ctx.store.path(f"work/{unit.name}"))
             return dict(unit.use.plugin.train(task).metrics)
 
         for unit, result in zip(pending, ctx.executor.map(run, pending)):
-            ctx.store.save_json(f"models/{unit.name}", unit.producer, result)
+            ctx.store.save_json(f"models/{unit.name}", unit.producer, result, folder=True)
             metrics[unit.name] = result
             advance(1)
     return metrics

@@ -72,4 +72,4 @@ def _work(ctx: RunContext, valuator, producer: dict) -> tuple[Path, dict]:
     config = {k: v for k, v in producer["config"].items() if k not in valuator.derived}
     key = {**producer, "config": config}
     digest = hashlib.sha256(canonical(key).encode()).hexdigest()[:16]
-    return ctx.store.root / "work" / f"{valuator.name}-{digest}", key
+    return ctx.store.path(f"work/{valuator.name}-{digest}"), key
