@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from dvbench.harness.errors import InputError
-from dvbench.harness.lm.loglik import Batch, check_model, collate, per_example, token_logprobs
+from dvbench.harness.lm import hf
+from dvbench.harness.lm.loglik import Batch, collate, per_example, token_logprobs
 from dvbench.harness.lm.tokens import Sequence
 
 BLOCK = re.compile(r"\.\d+\.")  # a numbered child: a layer of the transformer's block list
@@ -36,7 +37,7 @@ def tracked_linears(model: nn.Module, pattern: str | None = None) -> dict[str, n
     head or embeddings). ``pattern``: the linear layers whose name matches this regular
     expression anywhere (``re.search``), e.g. ``mlp`` or ``layers\\.(2[4-9])\\.``.
     """
-    head = model.get_output_embeddings()
+    head = hf.head(model)
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head}
     if pattern is None:
         chosen = {name: m for name, m in linears.items() if BLOCK.search(f".{name}.")}
@@ -89,7 +90,7 @@ def layer_terms(
     model's predictive distribution (:func:`~dvbench.harness.lm.loglik.token_logprobs`): the
     pseudo-gradients of a Fisher estimate.
     """
-    check_model(model)
+    hf.check_model(model)
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 

@@ -7,7 +7,7 @@ chunks of rows. No full-vocabulary logits are ever built for the whole sequence.
 Left and right padding give the same values: position ids count real tokens only, and the
 attention mask hides the padding. Requires a model whose logits are its output embedding
 applied to the last hidden state (Llama, Mistral, Qwen, GPT-2, Pythia, ...); models that scale
-or soft-cap their logits are refused.
+or soft-cap their logits are refused (:func:`~dvbench.harness.lm.hf.check_model`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dvbench.harness.errors import InputError
+from dvbench.harness.lm import hf
 from dvbench.harness.lm.tokens import Sequence
 
 PAD_ID = 0  # any id works: padding is masked out
@@ -62,22 +62,6 @@ def collate(sequences: Seq[Sequence], padding_side: str = "right", device: torch
                  torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
 
 
-def check_model(model) -> None:
-    """Refuse models whose logits are not ``output_embeddings(last hidden state)``."""
-    config = model.config
-    for key in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
-        if getattr(config, key, None) not in (None, 1, 1.0):
-            raise InputError(f"model {config.model_type!r} sets {key}; dvbench's answer-only "
-                             f"log-likelihoods do not support it")
-
-
-def hidden_states(model, batch: Batch) -> torch.Tensor:
-    """The transformer body's last hidden states, ``(batch, length, hidden)``."""
-    out = model.base_model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
-                           use_cache=False)
-    return out.last_hidden_state
-
-
 def token_logprobs(
     model, batch: Batch, hidden: torch.Tensor | None = None, draws: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -102,8 +86,8 @@ def token_logprobs(
 def _answer_distributions(model, batch: Batch, hidden: torch.Tensor | None = None):
     """``(start, log-softmax rows)`` for the positions predicting answer tokens ``start`` to
     ``start + HEAD_ROWS``, in ``rows, cols`` order: the head runs on those hidden states only."""
-    hidden = hidden_states(model, batch) if hidden is None else hidden
-    head = model.get_output_embeddings()
+    hidden = hf.body(model, batch.ids, batch.mask, batch.positions) if hidden is None else hidden
+    head = hf.head(model)
     dtype = torch.promote_types(head.weight.dtype, torch.float32)
     weight = head.weight.to(dtype)
     bias = None if head.bias is None else head.bias.to(dtype)
@@ -118,7 +102,7 @@ def next_token_logprobs(
 ) -> np.ndarray:
     """``log p(t | prompt)`` for every prompt and every token ``t`` of ``tokens``: ``(prompts,
     tokens)``, one forward per prompt whatever the number of tokens."""
-    check_model(model)
+    hf.check_model(model)
     device = next(model.parameters()).device
     choices = torch.tensor(list(tokens), device=device)
     out = []
@@ -168,7 +152,7 @@ def answer_loglik(
 ) -> AnswerLogLik:
     """Score the answers of ``sequences`` in batches of ``batch_size``, longest first (less
     padding); results follow the input order. ``advance(n)`` is called after each batch."""
-    check_model(model)
+    hf.check_model(model)
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
     batches = []  # kept on the device until the end: no synchronisation per batch
