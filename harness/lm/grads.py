@@ -2,11 +2,11 @@
 
 For a linear layer ``y = W a`` applied at every position ``t`` of a sequence, the gradient of a
 loss ``L`` is ``dL/dW = Σ_t g_t a_tᵀ`` with ``g_t = dL/dy_t``. One backward of ``Σ_i L(θ, x_i)``
-over a padded batch gives each example's ``g_t`` (examples do not interact; padding receives
-zero gradient and is masked anyway), so :func:`layer_terms` returns the inputs ``a`` and output
-gradients ``g`` of every tracked layer, and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ``
-per example. Gradient valuators may use the terms directly (inner products, projections)
-without forming the gradients.
+(:func:`~dvbench.harness.lm.loglik.answer_losses`) over a padded batch gives each example's
+``g_t`` (examples do not interact; padding receives zero gradient and is masked anyway), so
+:func:`layer_terms` returns the inputs ``a`` and output gradients ``g`` of every tracked layer,
+and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example. Gradient valuators may use
+the terms directly (inner products, projections) without forming the gradients.
 
 Only weights are tracked (SPEC.md: the weights of every linear layer in the transformer blocks);
 the model's own parameters get no ``.grad`` and their ``requires_grad`` flags are left as found.
@@ -24,7 +24,7 @@ from torch import nn
 
 from dvbench.harness.errors import InputError
 from dvbench.harness.lm import hf
-from dvbench.harness.lm.loglik import Batch, collate, per_example, token_logprobs
+from dvbench.harness.lm.loglik import Batch, answer_losses, collate
 from dvbench.harness.lm.tokens import Sequence
 
 BLOCK = re.compile(r"\.\d+\.")  # a numbered child: a layer of the transformer's block list
@@ -87,7 +87,7 @@ def layer_terms(
 
     Returns the terms of every layer in ``linears`` and the per-example losses ``L(θ, x_i)``.
     With ``draws`` (one uniform per answer token), the loss is that of labels sampled from the
-    model's predictive distribution (:func:`~dvbench.harness.lm.loglik.token_logprobs`): the
+    model's predictive distribution (:func:`~dvbench.harness.lm.loglik.answer_losses`): the
     pseudo-gradients of a Fisher estimate.
     """
     hf.check_model(model)
@@ -106,9 +106,7 @@ def layer_terms(
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
     try:
         with _frozen(model), torch.enable_grad():
-            logp = token_logprobs(model, batch, draws=draws)
-            counts = per_example(batch, torch.ones_like(logp))
-            losses = -per_example(batch, logp) / counts
+            losses = answer_losses(model, batch, draws=draws)
             names = list(outputs)
             grads = torch.autograd.grad(losses.sum(), [outputs[n] for n in names], allow_unused=True)
     finally:

@@ -8,6 +8,9 @@ Left and right padding give the same values: position ids count real tokens only
 attention mask hides the padding. Requires a model whose logits are its output embedding
 applied to the last hidden state (Llama, Mistral, Qwen, GPT-2, Pythia, ...); models that scale
 or soft-cap their logits are refused (:func:`~dvbench.harness.lm.hf.check_model`).
+
+:func:`answer_losses` is the differentiable ``L(θ, x)`` (mean answer NLL per sequence) that the
+gradients, EK-FAC and the trainer share; :func:`answer_loglik` the batched, no-grad scores.
 """
 
 from __future__ import annotations
@@ -127,6 +130,16 @@ def sample_labels(logp: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
 def per_example(batch: Batch, values: torch.Tensor) -> torch.Tensor:
     """Sum per-token ``values`` into one value per sequence of ``batch``."""
     return torch.zeros(batch.size, dtype=values.dtype, device=values.device).index_add(0, batch.rows, values)
+
+
+def answer_losses(
+    model, batch: Batch, hidden: torch.Tensor | None = None, draws: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``L(θ, x_i)`` of SPEC.md for every sequence of ``batch``: the mean NLL of its answer tokens;
+    differentiable. The loss that gradients, EK-FAC and the trainer all use; ``hidden`` and
+    ``draws`` as for :func:`token_logprobs`."""
+    logp = token_logprobs(model, batch, hidden, draws)
+    return -per_example(batch, logp) / per_example(batch, torch.ones_like(logp))
 
 
 @dataclass(frozen=True)
