@@ -5,8 +5,9 @@ loss ``L`` is ``dL/dW = Σ_t g_t a_tᵀ`` with ``g_t = dL/dy_t``. One backward o
 (:func:`~dvbench.harness.lm.loglik.answer_losses`) over a padded batch gives each example's
 ``g_t`` (examples do not interact; padding receives zero gradient and is masked anyway), so
 :func:`layer_terms` returns the inputs ``a`` and output gradients ``g`` of every tracked layer,
-and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example. Gradient valuators may use
-the terms directly (inner products, projections) without forming the gradients.
+and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example, batch by batch, into one
+preallocated tensor per layer. Gradient valuators may use the terms directly (inner products,
+projections) without forming the gradients.
 
 Only weights are tracked (SPEC.md: the weights of every linear layer in the transformer blocks);
 the model's own parameters get no ``.grad`` and their ``requires_grad`` flags are left as found.
@@ -126,12 +127,25 @@ def layer_terms(
 
 
 def per_example_grads(
-    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *, padding_side: str = "right"
+    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *, batch_size: int = 8,
+    padding_side: str = "right", advance=None,
 ) -> dict[str, torch.Tensor]:
-    """``∇_W L(θ, x_i)`` of every tracked layer for every sequence: ``{name: (n, out, in)}``."""
+    """``∇_W L(θ, x_i)`` of every tracked layer for every sequence: ``{name: (n, out, in)}``, one
+    forward and backward per batch of ``batch_size``, filled in place (no second copy).
+    ``advance(n)`` is called after each batch."""
     device = next(model.parameters()).device
-    terms, _ = layer_terms(model, collate(sequences, padding_side, device), linears)
-    return {name: t.gradients() for name, t in terms.items()}
+    grads: dict[str, torch.Tensor] = {}
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        terms, _ = layer_terms(model, collate(chunk, padding_side, device), linears)
+        for name, t in terms.items():
+            if name not in grads:
+                out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
+                grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
+            grads[name][start:start + len(chunk)] = t.gradients()
+        if advance is not None:
+            advance(len(chunk))
+    return grads
 
 
 def sum_gradients(
