@@ -4,6 +4,9 @@ An artifact is one or more files plus ``<name>.json``: the producer (plugin, ver
 data fingerprints, seed) and each file's SHA-256. :meth:`ArtifactStore.find` returns the files
 only when the record exists, names the same producer and every hash matches; anything else
 (a different config, a half-written file) is recomputed, never reused.
+
+:class:`Shards` keeps a valuator's intermediate arrays; :func:`shard_blocks` is the loop that
+fills them block by block, handing the missing blocks to an executor.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from dvbench.harness import __version__
+from dvbench.harness.executor import Executor, LocalExecutor
 from dvbench.harness.paths import inside
 from dvbench.harness.records import Example, Scores
 
@@ -258,3 +262,27 @@ class Shards:
         if self.folder is not None:
             write_atomic(self.folder / f"{name}.npz", lambda tmp: write_npz(tmp, arrays))
         return dict(arrays)
+
+
+def shard_blocks(
+    shards: Shards, name: str, items: Sequence, compute: Callable[[Sequence], Mapping[str, Any]], *, size: int,
+    skipped: Callable[[int], None] | None = None, executor: Executor | None = None,
+) -> list[dict[str, Any]]:
+    """``compute`` over ``items`` in blocks of ``size``, one shard per block, in order.
+
+    Block ``items[start:start + size]`` is shard ``f"{name}-{start:08d}"``: read back when it
+    exists (``skipped(len(block))`` then stands for the progress its computation would have
+    made), else ``compute(block)`` runs on ``executor`` (default :class:`LocalExecutor`: in this
+    process, in order) and this function writes the shard as each result arrives, so an
+    interrupted run keeps every finished block. Returns every block's arrays, in order.
+    """
+    starts = range(0, len(items), size)
+    found = {start: shards.get(f"{name}-{start:08d}") for start in starts}
+    for start, arrays in found.items():
+        if arrays is not None and skipped is not None:
+            skipped(len(items[start:start + size]))
+    missing = [start for start, arrays in found.items() if arrays is None]
+    results = (executor or LocalExecutor()).map(compute, [items[start:start + size] for start in missing])
+    for start, arrays in zip(missing, results):
+        found[start] = shards.put(f"{name}-{start:08d}", arrays)
+    return [found[start] for start in starts]

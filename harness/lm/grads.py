@@ -2,11 +2,12 @@
 
 For a linear layer ``y = W a`` applied at every position ``t`` of a sequence, the gradient of a
 loss ``L`` is ``dL/dW = Σ_t g_t a_tᵀ`` with ``g_t = dL/dy_t``. One backward of ``Σ_i L(θ, x_i)``
-over a padded batch gives each example's ``g_t`` (examples do not interact; padding receives
-zero gradient and is masked anyway), so :func:`layer_terms` returns the inputs ``a`` and output
-gradients ``g`` of every tracked layer, and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ``
-per example. Gradient valuators may use the terms directly (inner products, projections)
-without forming the gradients.
+(:func:`~dvbench.harness.lm.loglik.answer_losses`) over a padded batch gives each example's
+``g_t`` (examples do not interact; padding receives zero gradient and is masked anyway), so
+:func:`layer_terms` returns the inputs ``a`` and output gradients ``g`` of every tracked layer,
+and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example, batch by batch, into one
+preallocated tensor per layer. Gradient valuators may use the terms directly (inner products,
+projections) without forming the gradients.
 
 Only weights are tracked (SPEC.md: the weights of every linear layer in the transformer blocks);
 the model's own parameters get no ``.grad`` and their ``requires_grad`` flags are left as found.
@@ -23,7 +24,8 @@ import torch
 from torch import nn
 
 from dvbench.harness.errors import InputError
-from dvbench.harness.lm.loglik import Batch, check_model, collate, per_example, token_logprobs
+from dvbench.harness.lm import hf
+from dvbench.harness.lm.loglik import Batch, answer_losses, collate
 from dvbench.harness.lm.tokens import Sequence
 
 BLOCK = re.compile(r"\.\d+\.")  # a numbered child: a layer of the transformer's block list
@@ -36,7 +38,7 @@ def tracked_linears(model: nn.Module, pattern: str | None = None) -> dict[str, n
     head or embeddings). ``pattern``: the linear layers whose name matches this regular
     expression anywhere (``re.search``), e.g. ``mlp`` or ``layers\\.(2[4-9])\\.``.
     """
-    head = model.get_output_embeddings()
+    head = hf.head(model)
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head}
     if pattern is None:
         chosen = {name: m for name, m in linears.items() if BLOCK.search(f".{name}.")}
@@ -86,10 +88,10 @@ def layer_terms(
 
     Returns the terms of every layer in ``linears`` and the per-example losses ``L(θ, x_i)``.
     With ``draws`` (one uniform per answer token), the loss is that of labels sampled from the
-    model's predictive distribution (:func:`~dvbench.harness.lm.loglik.token_logprobs`): the
+    model's predictive distribution (:func:`~dvbench.harness.lm.loglik.answer_losses`): the
     pseudo-gradients of a Fisher estimate.
     """
-    check_model(model)
+    hf.check_model(model)
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 
@@ -105,9 +107,7 @@ def layer_terms(
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
     try:
         with _frozen(model), torch.enable_grad():
-            logp = token_logprobs(model, batch, draws=draws)
-            counts = per_example(batch, torch.ones_like(logp))
-            losses = -per_example(batch, logp) / counts
+            losses = answer_losses(model, batch, draws=draws)
             names = list(outputs)
             grads = torch.autograd.grad(losses.sum(), [outputs[n] for n in names], allow_unused=True)
     finally:
@@ -127,12 +127,25 @@ def layer_terms(
 
 
 def per_example_grads(
-    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *, padding_side: str = "right"
+    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *, batch_size: int = 8,
+    padding_side: str = "right", advance=None,
 ) -> dict[str, torch.Tensor]:
-    """``∇_W L(θ, x_i)`` of every tracked layer for every sequence: ``{name: (n, out, in)}``."""
+    """``∇_W L(θ, x_i)`` of every tracked layer for every sequence: ``{name: (n, out, in)}``, one
+    forward and backward per batch of ``batch_size``, filled in place (no second copy).
+    ``advance(n)`` is called after each batch."""
     device = next(model.parameters()).device
-    terms, _ = layer_terms(model, collate(sequences, padding_side, device), linears)
-    return {name: t.gradients() for name, t in terms.items()}
+    grads: dict[str, torch.Tensor] = {}
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        terms, _ = layer_terms(model, collate(chunk, padding_side, device), linears)
+        for name, t in terms.items():
+            if name not in grads:
+                out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
+                grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
+            grads[name][start:start + len(chunk)] = t.gradients()
+        if advance is not None:
+            advance(len(chunk))
+    return grads
 
 
 def sum_gradients(

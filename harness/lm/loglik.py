@@ -7,7 +7,10 @@ chunks of rows. No full-vocabulary logits are ever built for the whole sequence.
 Left and right padding give the same values: position ids count real tokens only, and the
 attention mask hides the padding. Requires a model whose logits are its output embedding
 applied to the last hidden state (Llama, Mistral, Qwen, GPT-2, Pythia, ...); models that scale
-or soft-cap their logits are refused.
+or soft-cap their logits are refused (:func:`~dvbench.harness.lm.hf.check_model`).
+
+:func:`answer_losses` is the differentiable ``L(θ, x)`` (mean answer NLL per sequence) that the
+gradients, EK-FAC and the trainer share; :func:`answer_loglik` the batched, no-grad scores.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dvbench.harness.errors import InputError
+from dvbench.harness.lm import hf
 from dvbench.harness.lm.tokens import Sequence
 
 PAD_ID = 0  # any id works: padding is masked out
@@ -62,22 +65,6 @@ def collate(sequences: Seq[Sequence], padding_side: str = "right", device: torch
                  torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
 
 
-def check_model(model) -> None:
-    """Refuse models whose logits are not ``output_embeddings(last hidden state)``."""
-    config = model.config
-    for key in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
-        if getattr(config, key, None) not in (None, 1, 1.0):
-            raise InputError(f"model {config.model_type!r} sets {key}; dvbench's answer-only "
-                             f"log-likelihoods do not support it")
-
-
-def hidden_states(model, batch: Batch) -> torch.Tensor:
-    """The transformer body's last hidden states, ``(batch, length, hidden)``."""
-    out = model.base_model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
-                           use_cache=False)
-    return out.last_hidden_state
-
-
 def token_logprobs(
     model, batch: Batch, hidden: torch.Tensor | None = None, draws: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -102,8 +89,8 @@ def token_logprobs(
 def _answer_distributions(model, batch: Batch, hidden: torch.Tensor | None = None):
     """``(start, log-softmax rows)`` for the positions predicting answer tokens ``start`` to
     ``start + HEAD_ROWS``, in ``rows, cols`` order: the head runs on those hidden states only."""
-    hidden = hidden_states(model, batch) if hidden is None else hidden
-    head = model.get_output_embeddings()
+    hidden = hf.body(model, batch.ids, batch.mask, batch.positions) if hidden is None else hidden
+    head = hf.head(model)
     dtype = torch.promote_types(head.weight.dtype, torch.float32)
     weight = head.weight.to(dtype)
     bias = None if head.bias is None else head.bias.to(dtype)
@@ -118,7 +105,7 @@ def next_token_logprobs(
 ) -> np.ndarray:
     """``log p(t | prompt)`` for every prompt and every token ``t`` of ``tokens``: ``(prompts,
     tokens)``, one forward per prompt whatever the number of tokens."""
-    check_model(model)
+    hf.check_model(model)
     device = next(model.parameters()).device
     choices = torch.tensor(list(tokens), device=device)
     out = []
@@ -145,6 +132,16 @@ def per_example(batch: Batch, values: torch.Tensor) -> torch.Tensor:
     return torch.zeros(batch.size, dtype=values.dtype, device=values.device).index_add(0, batch.rows, values)
 
 
+def answer_losses(
+    model, batch: Batch, hidden: torch.Tensor | None = None, draws: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``L(θ, x_i)`` of SPEC.md for every sequence of ``batch``: the mean NLL of its answer tokens;
+    differentiable. The loss that gradients, EK-FAC and the trainer all use; ``hidden`` and
+    ``draws`` as for :func:`token_logprobs`."""
+    logp = token_logprobs(model, batch, hidden, draws)
+    return -per_example(batch, logp) / per_example(batch, torch.ones_like(logp))
+
+
 @dataclass(frozen=True)
 class AnswerLogLik:
     """Per sequence: the answer's summed log-probability and its token count."""
@@ -168,7 +165,7 @@ def answer_loglik(
 ) -> AnswerLogLik:
     """Score the answers of ``sequences`` in batches of ``batch_size``, longest first (less
     padding); results follow the input order. ``advance(n)`` is called after each batch."""
-    check_model(model)
+    hf.check_model(model)
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
     batches = []  # kept on the device until the end: no synchronisation per batch

@@ -6,7 +6,8 @@ forward (left-padded); their keys and values are then gathered, row by row, into
 forwards of the continuations (an anchor's header, query and answer), so each pair costs only
 its continuation. Position ids continue after each row's own prefix and the attention mask
 hides all padding, so the values equal :func:`~dvbench.harness.lm.loglik.answer_loglik` on the
-full sequences, whatever the batch size, padding side or grouping.
+full sequences, whatever the batch size, padding side or grouping. The cache itself is built
+and read by :mod:`~dvbench.harness.lm.hf`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence as Seq
 import numpy as np
 import torch
 
+from dvbench.harness.lm import hf
 from dvbench.harness.lm.loglik import collate, per_example, token_logprobs
 from dvbench.harness.lm.tokens import Sequence
 
@@ -62,35 +64,18 @@ def prefix_loglik(
     if any(s.answer_start < 1 for _, s in items):
         raise ValueError("every continuation needs at least one token before its answer")
     device = next(model.parameters()).device
-    body = model.base_model
     with torch.inference_mode():
         head = collate([Sequence(tuple(p), len(p)) for p in prefixes], "left", device)
-        cache = body(input_ids=head.ids, attention_mask=head.mask, position_ids=head.positions,
-                     use_cache=True).past_key_values
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        layers = hf.prefix_keys_values(model, head.ids, head.mask, head.positions)
         lengths = head.mask.sum(1)
         sums = []
         for run in chunks([len(s.ids) for _, s in items], head.ids.shape[1], batch_size, max_tokens):
             rows = torch.tensor([k for k, _ in items[run]], device=device)
             batch = collate([s for _, s in items[run]], padding_side, device)
-            shared = _gathered(layers, rows, model.config)
             mask = torch.cat([head.mask[rows], batch.mask], 1)
-            hidden = body(input_ids=batch.ids, attention_mask=mask, position_ids=batch.positions + lengths[rows, None],
-                          past_key_values=shared, use_cache=True).last_hidden_state
+            hidden = hf.body(model, batch.ids, mask, batch.positions + lengths[rows, None],
+                             cache=hf.gathered_cache(model, layers, rows))
             sums.append(per_example(batch, token_logprobs(model, batch, hidden)))
             if advance is not None:
                 advance(batch.size)
     return torch.cat(sums).double().cpu().numpy() if sums else np.zeros(0)
-
-
-def _gathered(layers, rows: torch.Tensor, config):
-    """A fresh cache holding, for each batch row, the keys and values of that row's prefix
-    (a view when every row shares one prefix)."""
-    from transformers import DynamicCache
-
-    one = bool((rows == rows[0]).all())
-
-    def pick(t: torch.Tensor) -> torch.Tensor:
-        return t[rows[:1]].expand(len(rows), -1, -1, -1) if one else t[rows]
-
-    return DynamicCache(ddp_cache_data=[(pick(k), pick(v)) for k, v in layers], config=config)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dvbench.harness.errors import InputError
-from dvbench.harness.lm.grads import dot_gradients, layer_terms, sum_gradients, tracked_linears
+from dvbench.harness.lm.grads import dot_gradients, layer_terms, per_example_grads, sum_gradients, tracked_linears
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder, Sequence
@@ -86,35 +86,16 @@ def pair_matrix(
     matrix = torch.zeros(len(anchors), len(candidates), dtype=torch.float64)
     with progress.task(f"{label} pairs", len(groups) * (len(anchors) + len(candidates)), "sequences") as advance:
         for group in groups:
-            held = per_example_gradients(model, anchors, group, batch_size=batch_size, advance=advance)
+            held = per_example_grads(model, anchors, group, batch_size=batch_size, advance=advance)
             if prepare is not None:
                 held = prepare(held)
             for start in range(0, len(candidates), batch_size):
                 chunk = candidates[start:start + batch_size]
-                grads = per_example_gradients(model, chunk, group, batch_size=batch_size, advance=advance)
+                grads = per_example_grads(model, chunk, group, batch_size=batch_size, advance=advance)
                 for name in group:
                     matrix[:, start:start + len(chunk)] += product(held[name], grads[name]).cpu()
             del held  # before the next group's gradients exist: one group in memory at a time
     return matrix.numpy()
-
-
-def per_example_gradients(model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *,
-                          batch_size: int, advance=None) -> Gradients:
-    """Per-example gradients of ``linears``: ``{name: (n, out, in)}``, filled in place (no
-    second copy)."""
-    device = next(model.parameters()).device
-    grads: Gradients = {}
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
-        for name, t in terms.items():
-            if name not in grads:
-                out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
-                grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
-            grads[name][start:start + len(chunk)] = t.gradients()
-        if advance is not None:
-            advance(len(chunk))
-    return grads
 
 
 def _layer_groups(linears: dict[str, nn.Linear], anchors: int, budget: float) -> list[dict[str, nn.Linear]]:

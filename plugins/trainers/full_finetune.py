@@ -137,15 +137,14 @@ class FullFinetune(Trainer):
         """One optimizer step on ``sequences``: their mean ``L``, in micro-batches. Returns the loss."""
         import torch
 
-        from dvbench.harness.lm.loglik import collate, per_example, token_logprobs
+        from dvbench.harness.lm.loglik import answer_losses, collate
 
         device = next(model.parameters()).device
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for start in range(0, len(sequences), self.config.batch_size):
             batch = collate(sequences[start:start + self.config.batch_size], "right", device)
-            logp = token_logprobs(model, batch)
-            losses = -per_example(batch, logp) / per_example(batch, torch.ones_like(logp))
+            losses = answer_losses(model, batch)
             (losses.sum() / len(sequences)).backward()
             total += float(losses.detach().sum())
         if self.config.max_grad_norm is not None:

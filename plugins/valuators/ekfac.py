@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from dvbench.harness.aggregate import fraction_positive
 from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
@@ -80,7 +81,7 @@ class EkfacValuator(Valuator):
             return self.scores(task, products.candidate_dots(model, linears, precondition(mean), candidates, **loop))
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
                                       prepare=precondition, **loop)
-        return self.scores(task, (matrix > 0).mean(axis=0), matrix)
+        return self.scores(task, fraction_positive(matrix), matrix)
 
     def factors(self, model, linears, candidates, task: ValuationTask) -> Factors:
         """The factors saved in ``task.work`` if complete, else fitted (and saved phase by phase)."""

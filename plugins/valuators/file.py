@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.config import Config, ExistingPath
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
@@ -105,11 +106,7 @@ class FileValuator(Valuator):
                 f"{path}: has {array.shape[0]} anchor rows, but the spec has {len(task.anchors)} anchors"
             )
         _finite(path, ids, array.min(axis=0) + array.max(axis=0))
-        if self.config.aggregate == "mean":
-            values = array.astype(np.float64).mean(axis=0)
-        else:
-            values = (array > 0).mean(axis=0)
-        return self.scores(task, values, per_anchor=array)
+        return self.scores(task, over_anchors(array, self.config.aggregate), per_anchor=array)
 
 
 def _finite(path: Path, ids: list[str], values: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, ValuationTask
@@ -58,8 +59,7 @@ class GradIpValuator(Valuator):
         product = _sign_log if self.config.transform == "sign_log" else products.dot
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
                                       product=product, **loop)
-        values = matrix.mean(axis=0) if self.config.aggregate == "mean" else (matrix > 0).mean(axis=0)
-        return self.scores(task, values, matrix)
+        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
 
 def _sign_log(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

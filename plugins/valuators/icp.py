@@ -6,13 +6,12 @@ it. ``indicator`` (default) scores ``z`` by the fraction of anchors it helps,
 ``(1/N) Σ 1[s_os(x, z) > s_zs(x)]`` (strict; ties are counted in the stats), and
 ``mean_difference`` by the mean of ``s_os − s_zs``.
 
-How it is fast: each anchor's zero-shot score is computed once; for each candidate the
-demonstration prefix ``[BOS] z.query z.answer separator`` is run once and its keys and values are
-shared by batched forwards of every anchor's suffix (:func:`~dvbench.harness.lm.prefix.prefix_loglik`);
-anchors are sorted by length once; the output head and log-softmax run only at answer positions;
-batches are bounded in anchors and tokens. A pair whose demonstration the template had to cut
-is scored on its own full sequence; one whose demonstration was cut away entirely is the
-zero-shot sequence, so it ties exactly.
+How it is fast: each anchor's zero-shot score is computed once, and anchors are sorted by
+length once; the pairs are planned and scored by
+:func:`~dvbench.harness.lm.oneshot.one_shot_loglik`, which runs each demonstration's prefix once
+and shares its keys and values across every anchor (a pair whose demonstration the template
+cut is scored alone; one whose demonstration was cut away entirely is the zero-shot sequence,
+so it ties exactly). The aggregates are :mod:`dvbench.harness.aggregate`'s.
 
 Saved beside the scores (``details``): ``zero_shot_sum`` (N), ``answer_tokens`` (N) and
 ``one_shot_sum`` (N x M): every aggregate derives from them. The work is kept in shards of
@@ -26,17 +25,17 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dvbench.harness.artifacts import Shards
+from dvbench.harness.aggregate import over_anchors, tie_stats
+from dvbench.harness.artifacts import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
-from dvbench.harness.lm.tokens import Encoder, Sequence
+from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
 SHARD = 64  # candidates per saved shard
-GROUP = 1  # batches of pairs per group of candidates whose prefixes run together
 
 
 class IcpValuator(Valuator):
@@ -69,21 +68,29 @@ class IcpValuator(Valuator):
             raise InputError("icp needs at least one anchor; give data.anchors (or data.generated.anchors)")
         zero = shards.get("zero_shot") or shards.put("zero_shot", self._zero_shot(model, encoder, anchors))
         order = np.argsort([-len(encoder.zero_shot(x).ids) for x in anchors], kind="stable")
-        blocks = []
         with task.progress.task(f"icp {len(candidates)} x {len(anchors)}", len(candidates) * len(anchors),
                                 "pairs") as advance:
-            for start in range(0, len(candidates), SHARD):
-                block = candidates[start:start + SHARD]
-                shard = shards.get(f"one_shot-{start:08d}")
-                if shard is None:
-                    shard = shards.put(f"one_shot-{start:08d}",
-                                       self._one_shot(model, encoder, block, anchors, order, zero, advance))
-                else:
-                    advance(len(block) * len(anchors))
-                blocks.append(shard)
-        one_shot = np.concatenate([b["one_shot_sum"] for b in blocks], axis=1)
+            def one_shot(block) -> dict[str, np.ndarray]:
+                from dvbench.harness.lm.oneshot import one_shot_loglik  # torch: imported when scoring
+
+                encoder.truncated.clear()
+                sums = one_shot_loglik(model, encoder, block, anchors, order, zero["zero_shot_sum"],
+                                       batch_size=self.config.batch_size, max_tokens=self.config.max_batch_tokens,
+                                       padding_side=self.config.padding_side, prefix_cache=self.config.prefix_cache,
+                                       advance=advance)
+                return {"one_shot_sum": sums, "truncated": _cuts(encoder)}
+
+            blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=SHARD,
+                                  skipped=lambda n: advance(n * len(anchors)))
+        one_shot_sum = np.concatenate([b["one_shot_sum"] for b in blocks], axis=1)
         cut = zero["truncated"] + sum(b["truncated"] for b in blocks)
-        return self._aggregate(task, zero["zero_shot_sum"], zero["answer_tokens"], one_shot, cut)
+        difference = (one_shot_sum - zero["zero_shot_sum"][:, None]) / zero["answer_tokens"][:, None]  # s_os - s_zs
+        stats = {**tie_stats(difference),
+                 **{f"cut_{what}": int(n) for what, n in zip(("answers", "demonstrations", "queries"), cut)}}
+        details = {"zero_shot_sum": zero["zero_shot_sum"], "answer_tokens": zero["answer_tokens"],
+                   "one_shot_sum": one_shot_sum}
+        return self.scores(task, over_anchors(difference, self.config.aggregate), difference, details=details,
+                           stats=stats)
 
     def _zero_shot(self, model, encoder: Encoder, anchors) -> dict[str, np.ndarray]:
         from dvbench.harness.lm.loglik import answer_loglik  # torch: imported when scoring, not at registration
@@ -92,57 +99,6 @@ class IcpValuator(Valuator):
         result = answer_loglik(model, [encoder.zero_shot(x) for x in anchors], batch_size=self.config.batch_size,
                                padding_side=self.config.padding_side)
         return {"zero_shot_sum": result.sum, "answer_tokens": result.count, "truncated": _cuts(encoder)}
-
-    def _one_shot(self, model, encoder: Encoder, block, anchors, order, zero, advance) -> dict[str, np.ndarray]:
-        """``one_shot_sum`` (anchors x block) and the truncations counted on the way. Candidates
-        go in groups of about ``GROUP`` batches of pairs, so that pairs sorted by length fill
-        batches of similar lengths (little padding)."""
-        from dvbench.harness.lm.loglik import answer_loglik
-        from dvbench.harness.lm.prefix import prefix_loglik
-
-        encoder.truncated.clear()
-        sums = np.empty((len(anchors), len(block)))
-        group = max(1, -(-GROUP * self.config.batch_size // len(anchors)))
-        for first in range(0, len(block), group):
-            prefixes, shared, alone = [], [], []
-            for j in range(first, min(first + group, len(block))):
-                query, answer = encoder.pieces(block[j])
-                whole = len(encoder.bos) + len(query) + len(answer) + len(encoder.separator)
-                for i in order:
-                    seq = encoder.one_shot(block[j], anchors[i])
-                    if seq.prefix == len(encoder.bos):  # the demonstration was cut away: zero-shot
-                        sums[i, j] = zero["zero_shot_sum"][i]
-                    elif self.config.prefix_cache and seq.prefix == whole and seq.answer_start > whole:
-                        if not prefixes or prefixes[-1][0] != j:
-                            prefixes.append((j, seq.ids[:whole]))
-                        shared.append(((i, j), (len(prefixes) - 1, Sequence(seq.ids[whole:], seq.answer_start - whole))))
-                    else:
-                        alone.append(((i, j), seq))
-            if shared:
-                shared.sort(key=lambda item: -len(item[1][1].ids))  # stable: same anchors side by side
-                values = prefix_loglik(model, [p for _, p in prefixes], [item for _, item in shared],
-                                       batch_size=self.config.batch_size, max_tokens=self.config.max_batch_tokens,
-                                       padding_side=self.config.padding_side)
-                for ((i, j), _), value in zip(shared, values):
-                    sums[i, j] = value
-            if alone:
-                values = answer_loglik(model, [seq for _, seq in alone], batch_size=self.config.batch_size,
-                                       padding_side=self.config.padding_side).sum
-                for ((i, j), _), value in zip(alone, values):
-                    sums[i, j] = value
-            advance(len(anchors) * (min(first + group, len(block)) - first))
-        return {"one_shot_sum": sums, "truncated": _cuts(encoder)}
-
-    def _aggregate(self, task, zero_sum, tokens, one_shot, cut) -> Scores:
-        difference = (one_shot - zero_sum[:, None]) / tokens[:, None]  # s_os - s_zs, anchors x candidates
-        if self.config.aggregate == "indicator":
-            values = (difference > 0).mean(axis=0)
-        else:
-            values = difference.mean(axis=0)
-        stats = {"pairs": int(difference.size), "ties": int((difference == 0).sum()),
-                 **{f"cut_{what}": int(n) for what, n in zip(("answers", "demonstrations", "queries"), cut)}}
-        details = {"zero_shot_sum": zero_sum, "answer_tokens": tokens, "one_shot_sum": one_shot}
-        return self.scores(task, values, difference, details=details, stats=stats)
 
 
 def _cuts(encoder: Encoder) -> np.ndarray:

@@ -13,7 +13,9 @@ zero-shot ones, batched as :func:`~dvbench.harness.lm.loglik.answer_loglik` does
 (0, 0), weight decay 0.1, after clipping the gradient's norm to 1.0 (lit-gpt's defaults).
 
 Saved beside the scores (``details``): ``zero_shot`` (N) and ``stepped`` (N x M), the mean
-answer log-probabilities before and after each step. Work is kept in shards of candidates.
+answer log-probabilities before and after each step. Work is kept in shards of candidates
+(:func:`~dvbench.harness.artifacts.shard_blocks`); the aggregates are
+:mod:`dvbench.harness.aggregate`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dvbench.harness.artifacts import Shards
+from dvbench.harness.aggregate import over_anchors, tie_stats
+from dvbench.harness.artifacts import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
@@ -67,31 +70,25 @@ class OneStepValuator(Valuator):
         shards = Shards(task.work)
         zero = shards.get("zero_shot") or shards.put("zero_shot", {"zero_shot": self._scores(model, anchors)})
         saved = [w.detach().clone() for w in weights]
-        blocks = []
         with task.progress.task(f"one_step {len(task.candidates)} x {len(anchors)}",
                                 len(task.candidates) * len(anchors), "pairs") as advance:
-            for start in range(0, len(task.candidates), SHARD):
-                block = task.candidates[start:start + SHARD]
-                shard = shards.get(f"stepped-{start:08d}")
-                if shard is None:
-                    stepped = np.empty((len(anchors), len(block)))
-                    for j, z in enumerate(block):
-                        self._step(model, linears, encoder.training(z))
-                        stepped[:, j] = self._scores(model, anchors)
-                        with torch.no_grad():
-                            for w, original in zip(weights, saved):
-                                w.copy_(original)
-                        advance(len(anchors))
-                    shard = shards.put(f"stepped-{start:08d}", {"stepped": stepped})
-                else:
-                    advance(len(block) * len(anchors))
-                blocks.append(shard["stepped"])
-        stepped = np.concatenate(blocks, axis=1)
+            def stepped(block) -> dict[str, np.ndarray]:
+                values = np.empty((len(anchors), len(block)))
+                for j, z in enumerate(block):
+                    self._step(model, linears, encoder.training(z))
+                    values[:, j] = self._scores(model, anchors)
+                    with torch.no_grad():
+                        for w, original in zip(weights, saved):
+                            w.copy_(original)
+                    advance(len(anchors))
+                return {"stepped": values}
+
+            blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=SHARD,
+                                  skipped=lambda n: advance(n * len(anchors)))
+        stepped = np.concatenate([b["stepped"] for b in blocks], axis=1)
         difference = stepped - zero["zero_shot"][:, None]
-        values = (difference > 0).mean(axis=0) if self.config.aggregate == "indicator" else difference.mean(axis=0)
-        stats = {"pairs": int(difference.size), "ties": int((difference == 0).sum())}
-        return self.scores(task, values, difference, details={"zero_shot": zero["zero_shot"], "stepped": stepped},
-                           stats=stats)
+        return self.scores(task, over_anchors(difference, self.config.aggregate), difference,
+                           details={"zero_shot": zero["zero_shot"], "stepped": stepped}, stats=tie_stats(difference))
 
     def _scores(self, model, anchors) -> np.ndarray:
         from dvbench.harness.lm.loglik import answer_loglik
@@ -102,12 +99,11 @@ class OneStepValuator(Valuator):
         """Move the tracked weights one step down ``∇L(θ, z)``, in place."""
         import torch
 
-        from dvbench.harness.lm.grads import layer_terms
-        from dvbench.harness.lm.loglik import collate
+        from dvbench.harness.lm.grads import per_example_grads
 
-        terms, _ = layer_terms(model, collate([sequence], "right", next(model.parameters()).device), linears)
+        found = per_example_grads(model, [sequence], linears)
         weights = [m.weight for m in linears.values()]
-        grads = [terms[name].gradients()[0].to(m.weight.dtype) for name, m in linears.items()]
+        grads = [found[name][0].to(m.weight.dtype) for name, m in linears.items()]
         if self.config.optimizer == "sgd":
             with torch.no_grad():
                 for w, g in zip(weights, grads):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dvbench.harness.data.generated import generate
-from dvbench.harness.lm import prefix as prefix_module
+from dvbench.harness.lm import oneshot
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
@@ -123,8 +123,8 @@ def test_progress_counts_pairs_and_shards_resume(task, expected, tmp_path, monke
 
     (tmp_path / "work" / "one_shot-00000003.npz").unlink()  # as if killed while computing it
     pairs = []
-    real = prefix_module.prefix_loglik
-    monkeypatch.setattr(prefix_module, "prefix_loglik", lambda model, prefixes, items, **k:
+    real = oneshot.prefix_loglik
+    monkeypatch.setattr(oneshot, "prefix_loglik", lambda model, prefixes, items, **k:
                         pairs.extend(items) or real(model, prefixes, items, **k))
     again = _icp(aggregate="mean_difference").score(work)
     assert len(pairs) == 3 * 5  # only the missing shard's three candidates were computed

@@ -6,7 +6,11 @@ test command installs it).
 Conventions aligned with dvbench (nothing else is changed on either side):
 
 - loss: dvbench's ``L`` is the mean answer NLL per sequence, and a batch's loss is its sum
-  (kronfluence expects a summed loss): ``compute_train_loss`` returns ``Σ_i L_i``;
+  (kronfluence expects a summed loss): ``compute_train_loss`` returns ``Σ_i L_i``. It is written
+  here from the model's own full-vocabulary logits, deliberately not with dvbench's
+  :func:`~dvbench.harness.lm.loglik.answer_losses` (the answer-only head path under test): the
+  definition is a shared convention, its implementation stays independent, so a fault in
+  dvbench's loss shows as a mismatch instead of appearing on both sides;
 - labels: ``labels: true`` ↔ ``use_empirical_fisher=True``; ``labels: sampled`` ↔
   kronfluence's ``sample=True``, where this task draws the labels with dvbench's uniform draws
   (:func:`dvbench.harness.lm.ekfac.draws`) so both fit on the same labels;

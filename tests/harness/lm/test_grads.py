@@ -13,11 +13,15 @@ def _autograd(model, seq, params):
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_per_example_grads_equal_autograd_one_example_at_a_time(tiny, sequences, padding_side):
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_per_example_grads_equal_autograd_one_example_at_a_time(tiny, sequences, padding_side, batch_size):
     model, _ = tiny
     linears = tracked_linears(model)
     chosen = sequences[::5]
-    grads = per_example_grads(model, chosen, linears, padding_side=padding_side)
+    seen = []
+    grads = per_example_grads(model, chosen, linears, batch_size=batch_size, padding_side=padding_side,
+                              advance=seen.append)
+    assert sum(seen) == len(chosen) and max(seen) == min(batch_size, len(chosen))
     for i, seq in enumerate(chosen):
         expected = _autograd(model, seq, [m.weight for m in linears.values()])
         for name, g in zip(linears, expected):
