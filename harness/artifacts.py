@@ -5,8 +5,7 @@ data fingerprints, seed) and each file's SHA-256. :meth:`ArtifactStore.find` ret
 only when the record exists, names the same producer and every hash matches; anything else
 (a different config, a half-written file) is recomputed, never reused.
 
-:class:`Shards` keeps a valuator's intermediate arrays; :func:`shard_blocks` is the loop that
-fills them block by block, handing the missing blocks to an executor.
+A valuator's or trainer's intermediate files live in its work folder (:mod:`dvbench.harness.work`).
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from dvbench.harness import __version__
-from dvbench.harness.executor import Executor, LocalExecutor
 from dvbench.harness.paths import inside
 from dvbench.harness.records import Example, Scores
 
@@ -237,52 +235,3 @@ def read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-class Shards:
-    """A valuator's intermediate arrays in ``task.work``, one atomic ``.npz`` file per shard.
-
-    A shard written once is read back, not recomputed: an interrupted run resumes from the
-    finished shards, and spec entries that share the work folder share the work. The runner
-    names the folder after everything that produced it, so a shard never outlives its inputs.
-    With no folder, nothing is kept.
-    """
-
-    def __init__(self, folder: Path | None):
-        self.folder = None if folder is None else Path(folder)
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        """The arrays of shard ``name``, or ``None`` when it was never finished."""
-        if self.folder is None or not (self.folder / f"{name}.npz").is_file():
-            return None
-        return read_npz(self.folder / f"{name}.npz")
-
-    def put(self, name: str, arrays: Mapping[str, Any]) -> dict[str, Any]:
-        """Save ``arrays`` as shard ``name`` (atomically) and return them."""
-        if self.folder is not None:
-            write_atomic(self.folder / f"{name}.npz", lambda tmp: write_npz(tmp, arrays))
-        return dict(arrays)
-
-
-def shard_blocks(
-    shards: Shards, name: str, items: Sequence, compute: Callable[[Sequence], Mapping[str, Any]], *, size: int,
-    skipped: Callable[[int], None] | None = None, executor: Executor | None = None,
-) -> list[dict[str, Any]]:
-    """``compute`` over ``items`` in blocks of ``size``, one shard per block, in order.
-
-    Block ``items[start:start + size]`` is shard ``f"{name}-{start:08d}"``: read back when it
-    exists (``skipped(len(block))`` then stands for the progress its computation would have
-    made), else ``compute(block)`` runs on ``executor`` (default :class:`LocalExecutor`: in this
-    process, in order) and this function writes the shard as each result arrives, so an
-    interrupted run keeps every finished block. Returns every block's arrays, in order.
-    """
-    starts = range(0, len(items), size)
-    found = {start: shards.get(f"{name}-{start:08d}") for start in starts}
-    for start, arrays in found.items():
-        if arrays is not None and skipped is not None:
-            skipped(len(items[start:start + size]))
-    missing = [start for start, arrays in found.items() if arrays is None]
-    results = (executor or LocalExecutor()).map(compute, [items[start:start + size] for start in missing])
-    for start, arrays in zip(missing, results):
-        found[start] = shards.put(f"{name}-{start:08d}", arrays)
-    return [found[start] for start in starts]

@@ -6,7 +6,7 @@ Arrays inside records are float64 and read-only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -69,11 +69,12 @@ class ValuationTask:
     the template (``dvbench.harness.lm``) every method shares.
 
     ``work`` is a folder for the valuator's intermediate results (see
-    :class:`~dvbench.harness.artifacts.Shards`), private to this valuator, data, model and
+    :class:`~dvbench.harness.work.Shards`), private to this valuator, data, model and
     config (up to the valuator's ``derived`` keys); ``None`` keeps everything in memory.
     ``tracked`` is the spec's pattern of tracked linear layers for gradient methods (see
     :func:`~dvbench.harness.lm.grads.tracked_linears`); ``None``: the default layers.
-    ``executor`` runs the valuator's independent units of work (its shards of candidates).
+    ``executor`` runs the valuator's independent units of work (its shards of candidates);
+    ``log`` takes one-line notices (a damaged work file computed again).
     """
 
     candidates: tuple[Example, ...]
@@ -85,6 +86,7 @@ class ValuationTask:
     work: Path | None = None
     tracked: str | None = None
     executor: Executor = field(default_factory=LocalExecutor, compare=False)
+    log: Callable[[str], None] = field(default=print, compare=False)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class TrainingTask:
     form, the same ``L(θ, z)`` the valuators use).
 
     ``out`` is the folder the fine-tuned model is saved to; ``work`` holds the trainer's
-    checkpoints, private to this model, data and config, so an interrupted training resumes.
+    checkpoints, private to this model, data and config, so an interrupted training resumes;
+    ``log`` takes one-line notices (a damaged checkpoint not resumed from).
     """
 
     model: ModelRef
@@ -103,6 +106,7 @@ class TrainingTask:
     template: Template = Template()
     progress: Progress = field(default_factory=Progress, compare=False)
     work: Path | None = None
+    log: Callable[[str], None] = field(default=print, compare=False)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,68 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, tiny_model_dir, capsy
     assert status == 2 and line.startswith(f"error: {expected} ({out}/scores/random.parquet); finished artifacts")
     assert "Traceback" not in printed.err
     assert not list(out.rglob("*.tmp"))  # the temporary file of the refused write is gone
+
+
+def test_a_damaged_shard_is_computed_again_not_a_traceback(tmp_path, tiny_model_dir, capsys):
+    spec = _spec(tmp_path, tiny_model_dir, valuators={"icp": {"use": "icp"}})
+    out = tmp_path / "out"
+    assert _run(spec, out, capsys)[0] == 0
+    (shard,) = out.glob("work/icp-*/one_shot-*.npz")
+    whole, scores = shard.read_bytes(), (out / "scores/icp.parquet").read_bytes()
+    _flip(shard, at=len(whole) // 2)
+    (out / "scores/icp.json").unlink()  # the scores must be computed again, from the shards
+    code, printed = _run(spec, out, capsys)
+    assert code == 0 and f"{shard} does not match the hash recorded when it was written; computing it again" \
+        in printed.out
+    assert shard.read_bytes() == whole and (out / "scores/icp.parquet").read_bytes() == scores
+
+
+def test_a_work_file_without_its_hash_is_not_trusted(tmp_path):
+    from dvbench.harness.work import Shards
+
+    logged = []
+    shards = Shards(tmp_path, logged.append)
+    shards.put("part-0", {"x": [1.0, 2.0]})
+    assert shards.get("part-0")["x"].tolist() == [1.0, 2.0] and not logged
+    (tmp_path / "part-0.npz.sha256").unlink()  # as when a kill lands between the file and its hash
+    assert shards.get("part-0") is None and not (tmp_path / "part-0.npz").exists()
+    assert logged == [f"{tmp_path / 'part-0.npz'} has no recorded hash; computing it again"]
+
+
+def test_damaged_ekfac_factors_are_fitted_again(tmp_path, tiny_model_dir, capsys):
+    spec = _spec(tmp_path, tiny_model_dir, valuators={"ekfac": {"use": "ekfac"}})
+    out = tmp_path / "out"
+    assert _run(spec, out, capsys)[0] == 0
+    (bases,) = out.glob("work/ekfac-*/eigenbases.safetensors")
+    scores = (out / "scores/ekfac.parquet").read_bytes()
+    _flip(bases)
+    (out / "scores/ekfac.json").unlink()
+    code, printed = _run(spec, out, capsys)
+    assert code == 0 and f"{bases} does not match the hash recorded" in printed.out
+    assert (out / "scores/ekfac.parquet").read_bytes() == scores
+
+
+def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny_model_dir):
+    from dvbench.harness.data.generated import generate
+    from dvbench.harness.records import ModelRef, TrainingTask
+    from dvbench.plugins.trainers.full_finetune import FullFinetune
+
+    examples = generate(8, 0, 0, seed=1)["candidates"]
+    trainer = FullFinetune(FullFinetune.Config(batch_size=2, checkpoint_every=1, learning_rate=1e-3))
+    whole = trainer.train(TrainingTask(ModelRef(str(tiny_model_dir)), examples, tmp_path / "whole"))
+    work, logged = tmp_path / "work", []
+    task = TrainingTask(ModelRef(str(tiny_model_dir)), examples, tmp_path / "cut", work=work, log=logged.append)
+    from dvbench.plugins.trainers import full_finetune
+
+    real = full_finetune._save
+    full_finetune._save = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)  # stop before the model is saved
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(task)
+    finally:
+        full_finetune._save = real
+    (checkpoint,) = work.glob("checkpoint-*.safetensors")
+    _flip(checkpoint)
+    resumed = trainer.train(task)
+    assert logged == [f"{checkpoint} does not match the hash recorded when it was written; computing it again"]
+    assert resumed.metrics == whole.metrics  # started over: the same training as an uninterrupted one

@@ -99,7 +99,7 @@ def _fine_tune(ctx: RunContext, model: Model, units: list[FineTune]) -> dict[str
         def run(unit: FineTune) -> dict:
             task = TrainingTask(model.ref, unit.examples, ctx.store.path(f"models/{unit.name}"), seed=ctx.seed,
                                 template=ctx.spec.template, progress=ctx.progress,
-                                work=ctx.store.path(f"work/{unit.name}"))
+                                work=ctx.store.path(f"work/{unit.name}"), log=ctx.log)
             return dict(unit.use.plugin.train(task).metrics)
 
         for unit, result in zip(pending, ctx.executor.map(run, pending)):

@@ -54,7 +54,8 @@ def _scores(ctx: RunContext, use: Use, data: Data, model: Model, producer: dict)
     valuator = use.plugin
     work, key = _work(ctx, valuator, producer)
     task = ValuationTask(data.candidates, data.anchors, model.ref, seed=ctx.seed, template=ctx.spec.template,
-                         progress=ctx.progress, work=work, tracked=ctx.spec.settings.tracked, executor=ctx.executor)
+                         progress=ctx.progress, work=work, tracked=ctx.spec.settings.tracked, executor=ctx.executor,
+                         log=ctx.log)
     scores = valuator.score(task)
     if work.is_dir():  # the valuator kept work: say what produced it
         write_text_atomic(work / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")

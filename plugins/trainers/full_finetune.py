@@ -12,7 +12,8 @@ is in eval mode), so a run is deterministic.
 
 Checkpoints: every ``checkpoint_every`` steps, the trainable parameters and the optimizer's state
 are written to ``task.work`` as ``checkpoint-<step>.safetensors``, and then ``checkpoint.json``
-names that file. A half-written file is therefore never mistaken for a checkpoint. A rerun
+names that file, each with its hash (:class:`~dvbench.harness.work.WorkFiles`): a half-written
+or damaged checkpoint is never resumed from. A rerun
 resumes from the last checkpoint and, on CPU, ends bit for bit where an uninterrupted run would.
 Once the model is saved, the checkpoints are deleted.
 The model is saved with ``save_pretrained`` into a partial folder that is renamed to
@@ -33,7 +34,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors, write_text_atomic
+from dvbench.harness.artifacts import read_safetensors, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
@@ -41,8 +42,10 @@ from dvbench.harness.lm.models import load_model, quiet_bars, save_partial
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, TrainedModel, TrainingTask
 from dvbench.harness.roles import Trainer
+from dvbench.harness.work import WorkFiles
 
 STATE = ("exp_avg", "exp_avg_sq", "step")  # AdamW's state per parameter
+POINTER = "checkpoint.json"  # names the last complete checkpoint
 
 
 class FullFinetune(Trainer):
@@ -78,7 +81,8 @@ class FullFinetune(Trainer):
         optimizer = torch.optim.AdamW(params.values(), lr=self.config.learning_rate,
                                       weight_decay=self.config.weight_decay)
         plan = self.plan(len(sequences), task.seed)
-        done, log = _resume(task.work, params, optimizer)
+        files = WorkFiles(task.work, task.log)
+        done, log = _resume(files, params, optimizer)
         started, tokens = time.perf_counter(), 0
         with task.progress.task("fine-tune", len(plan), "steps") as advance:
             advance(done)
@@ -90,9 +94,9 @@ class FullFinetune(Trainer):
                 log.append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "loss": loss})
                 advance(1, f"loss {loss:.3f}, {tokens / (time.perf_counter() - started):.0f} tokens/s")
                 if (step + 1) % self.config.checkpoint_every == 0 and step + 1 < len(plan):
-                    _checkpoint(task.work, step + 1, params, optimizer, log)
+                    _checkpoint(files, step + 1, params, optimizer, log)
         _save(model, tokenizer, task.out, log, None if self.config.trainable is None else (task.model, params))
-        _clear(task.work)
+        _clear(files)
         return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads),
                             task.model, self.name, self.version, self.provenance()["config"],
                             {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"]})
@@ -153,32 +157,32 @@ class FullFinetune(Trainer):
         return total / len(sequences)
 
 
-def _checkpoint(work, step: int, params: dict, optimizer, log: list) -> None:
+def _checkpoint(files: WorkFiles, step: int, params: dict, optimizer, log: list) -> None:
     """The trainable parameters and AdamW's state after ``step``, then the pointer to them."""
-    if work is None:
+    if files.folder is None:
         return
     tensors = {f"param.{name}": p.detach() for name, p in params.items()}
     for name, p in params.items():
         for key in STATE:
             tensors[f"{key}.{name}"] = optimizer.state[p][key]
-    file = work / f"checkpoint-{step}.safetensors"
-    write_atomic(file, lambda tmp: write_safetensors(tmp, tensors))
-    write_text_atomic(work / "checkpoint.json", json.dumps({"step": step, "file": file.name, "log": log}) + "\n")
-    for old in work.glob("checkpoint-*.safetensors"):
-        if old != file:
-            old.unlink()
+    name = f"checkpoint-{step}.safetensors"
+    files.write(name, lambda tmp: write_safetensors(tmp, tensors))
+    record = json.dumps({"step": step, "file": name, "log": log}) + "\n"
+    files.write(POINTER, lambda tmp: tmp.write_text(record, encoding="utf-8"))
+    for old in files.folder.glob("checkpoint-*.safetensors"):
+        if old.name != name:
+            files.remove(old.name)
 
 
-def _resume(work, params: dict, optimizer) -> tuple[int, list]:
-    """Load the last checkpoint in ``work`` into ``params`` and ``optimizer``; the steps done and
-    their log (0 and an empty log without one)."""
+def _resume(files: WorkFiles, params: dict, optimizer) -> tuple[int, list]:
+    """Load the last checkpoint into ``params`` and ``optimizer``; the steps done and their log
+    (0 and an empty log without one, or when a checkpoint file is not as written)."""
     import torch
 
-    pointer = None if work is None else work / "checkpoint.json"
-    if pointer is None or not pointer.is_file():
+    record = files.read(POINTER, lambda path: json.loads(path.read_text(encoding="utf-8")))
+    tensors = None if record is None else files.read(record["file"], read_safetensors)
+    if tensors is None:
         return 0, []
-    record = json.loads(pointer.read_text(encoding="utf-8"))
-    tensors = read_safetensors(work / record["file"])
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(tensors[f"param.{name}"])
@@ -186,11 +190,11 @@ def _resume(work, params: dict, optimizer) -> tuple[int, list]:
     return record["step"], record["log"]
 
 
-def _clear(work) -> None:
+def _clear(files: WorkFiles) -> None:
     """Checkpoints are for resuming; once the model is saved they are dropped."""
-    if work is not None:
-        for path in [*work.glob("checkpoint-*.safetensors"), work / "checkpoint.json"]:
-            path.unlink(missing_ok=True)
+    if files.folder is not None:
+        for path in [*files.folder.glob("checkpoint-*.safetensors"), files.folder / POINTER]:
+            files.remove(path.name)
 
 
 def _save(model, tokenizer, out, log: list, changed: tuple | None) -> None:

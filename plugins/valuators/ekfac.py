@@ -18,7 +18,8 @@ Phases, each with its progress row:
    per-anchor matrix.
 
 The factors are kept in ``task.work``: ``eigenbases.safetensors`` once the eigendecomposition is
-done and ``eigenvalues.safetensors`` once the correction is, each written atomically. A rerun
+done and ``eigenvalues.safetensors`` once the correction is, each written atomically and
+verified before reuse (:class:`~dvbench.harness.work.WorkFiles`). A rerun
 with the same model, data, template, tracked layers, seed and fitting options reuses them; a
 run interrupted during the correction resumes from the eigenbases. ``aggregate``, ``damping``,
 ``damping_factor`` and ``max_gradient_gb`` change only the scoring, so entries differing in
@@ -32,11 +33,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from dvbench.harness.aggregate import fraction_positive
-from dvbench.harness.artifacts import read_safetensors, write_atomic, write_safetensors
+from dvbench.harness.artifacts import read_safetensors, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
+from dvbench.harness.work import WorkFiles
 
 if TYPE_CHECKING:
     from dvbench.harness.lm.ekfac import Factors
@@ -89,32 +91,22 @@ class EkfacValuator(Valuator):
 
         labels = ekfac.draws(candidates, task.seed) if self.config.labels == "sampled" else None
         fit = dict(labels=labels, batch_size=self.config.batch_size)
-        bases = _bases(_read(task.work, BASES), linears)
-        eigenvalues = _read(task.work, EIGENVALUES) if bases is not None else None
+        files = WorkFiles(task.work, task.log)
+        bases = _bases(files.read(BASES, read_safetensors), linears)
+        eigenvalues = files.read(EIGENVALUES, read_safetensors) if bases is not None else None
         if bases is None:
             with task.progress.task("ekfac covariance", len(candidates), "candidates") as advance:
                 covs = ekfac.covariances(model, candidates, linears, advance=advance, **fit)
             with task.progress.task("ekfac eigendecomposition", len(covs), "layers") as advance:
                 bases = ekfac.eigenbases(covs, advance)
             del covs
-            _write(task.work, BASES, {f"{name}.{kind}": q for name, pair in bases.items()
-                                      for kind, q in zip(("activations", "gradients"), pair)})
+            tensors = {f"{name}.{kind}": q for name, pair in bases.items() for kind, q in zip(("activations", "gradients"), pair)}
+            files.write(BASES, lambda tmp: write_safetensors(tmp, tensors))
         if eigenvalues is None or set(eigenvalues) != set(linears):
             with task.progress.task("ekfac eigenvalue correction", len(candidates), "candidates") as advance:
                 eigenvalues = ekfac.corrected_eigenvalues(model, candidates, linears, bases, advance=advance, **fit)
-            _write(task.work, EIGENVALUES, eigenvalues)
+            files.write(EIGENVALUES, lambda tmp: write_safetensors(tmp, eigenvalues))
         return ekfac.Factors(bases, eigenvalues)
-
-
-def _read(folder, name: str) -> dict | None:
-    if folder is None or not (folder / name).is_file():
-        return None
-    return read_safetensors(folder / name)
-
-
-def _write(folder, name: str, tensors: dict) -> None:
-    if folder is not None:
-        write_atomic(folder / name, lambda tmp: write_safetensors(tmp, tensors))
 
 
 def _bases(tensors: dict | None, linears: dict) -> dict | None:

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from dvbench.harness.aggregate import over_anchors, tie_stats
-from dvbench.harness.artifacts import Shards, shard_blocks
+from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
@@ -62,7 +62,7 @@ class IcpValuator(Valuator):
     def score(self, task: ValuationTask) -> Scores:
         model, tokenizer = load_model(task.model)
         encoder = Encoder(tokenizer, task.template)
-        shards = Shards(task.work)
+        shards = Shards(task.work, task.log)
         anchors, candidates = task.anchors, task.candidates
         if not anchors:
             raise InputError("icp needs at least one anchor; give data.anchors (or data.generated.anchors)")
@@ -81,7 +81,7 @@ class IcpValuator(Valuator):
                 return {"one_shot_sum": sums, "truncated": _cuts(encoder)}
 
             blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=SHARD,
-                                  skipped=lambda n: advance(n * len(anchors)))
+                                  skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
         one_shot_sum = np.concatenate([b["one_shot_sum"] for b in blocks], axis=1)
         cut = zero["truncated"] + sum(b["truncated"] for b in blocks)
         difference = (one_shot_sum - zero["zero_shot_sum"][:, None]) / zero["answer_tokens"][:, None]  # s_os - s_zs

@@ -14,7 +14,7 @@ zero-shot ones, batched as :func:`~dvbench.harness.lm.loglik.answer_loglik` does
 
 Saved beside the scores (``details``): ``zero_shot`` (N) and ``stepped`` (N x M), the mean
 answer log-probabilities before and after each step. Work is kept in shards of candidates
-(:func:`~dvbench.harness.artifacts.shard_blocks`); the aggregates are
+(:func:`~dvbench.harness.work.shard_blocks`); the aggregates are
 :mod:`dvbench.harness.aggregate`'s.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from dvbench.harness.aggregate import over_anchors, tie_stats
-from dvbench.harness.artifacts import Shards, shard_blocks
+from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
@@ -67,7 +67,7 @@ class OneStepValuator(Valuator):
         linears = tracked_linears(model, task.tracked)
         weights = [m.weight for m in linears.values()]
         anchors = [encoder.zero_shot(x) for x in task.anchors]
-        shards = Shards(task.work)
+        shards = Shards(task.work, task.log)
         zero = shards.get("zero_shot") or shards.put("zero_shot", {"zero_shot": self._scores(model, anchors)})
         saved = [w.detach().clone() for w in weights]
         with task.progress.task(f"one_step {len(task.candidates)} x {len(anchors)}",
@@ -84,7 +84,7 @@ class OneStepValuator(Valuator):
                 return {"stepped": values}
 
             blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=SHARD,
-                                  skipped=lambda n: advance(n * len(anchors)))
+                                  skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
         stepped = np.concatenate([b["stepped"] for b in blocks], axis=1)
         difference = stepped - zero["zero_shot"][:, None]
         return self.scores(task, over_anchors(difference, self.config.aggregate), difference,

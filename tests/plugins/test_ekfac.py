@@ -221,7 +221,8 @@ def test_factors_are_saved_reused_and_resumed(task, tmp_path, monkeypatch):
     work = ValuationTask(task.candidates, task.anchors, task.model, seed=task.seed, template=task.template,
                          tracked=task.tracked, work=tmp_path / "work")
     first = _ekfac().score(work)
-    assert sorted(p.name for p in work.work.iterdir()) == [plugin.BASES, plugin.EIGENVALUES]
+    assert sorted(p.name for p in work.work.iterdir()) == [plugin.BASES, plugin.BASES + ".sha256", plugin.EIGENVALUES,
+                                                           plugin.EIGENVALUES + ".sha256"]
 
     def refit(*args, **kwargs):
         raise AssertionError("refitted saved factors")

@@ -3,7 +3,7 @@ executor and written by the loop."""
 
 import numpy as np
 
-from dvbench.harness.artifacts import Shards, shard_blocks
+from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.executor import Executor
 
 
@@ -26,8 +26,8 @@ def _square(block):
 def test_blocks_are_named_by_start_and_reused(tmp_path):
     shards, items, skipped = Shards(tmp_path), list(range(7)), []
     first = shard_blocks(shards, "part", items, _square, size=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000000.npz", "part-00000003.npz",
-                                                          "part-00000006.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"part-{i:08d}.npz{hashed}" for i in (0, 3, 6)
+                                                          for hashed in ("", ".sha256")]
     assert np.concatenate([b["values"] for b in first]).tolist() == [i * i for i in items]
 
     (tmp_path / "part-00000003.npz").unlink()
@@ -47,7 +47,7 @@ def test_each_result_is_saved_before_the_next_block_runs(tmp_path):
         return _square(block)
 
     shard_blocks(Shards(tmp_path), "part", list(range(4)), compute, size=2)
-    assert seen == [[], ["part-00000000.npz"]]
+    assert seen == [[], ["part-00000000.npz", "part-00000000.npz.sha256"]]
 
 
 def test_without_a_folder_nothing_is_kept(tmp_path):
