@@ -52,7 +52,9 @@ def test_plugins_command_lists_it_unless_autoload_is_off(site):
     assert "length" not in quiet.stdout and "random" in quiet.stdout
 
 
-def test_runs_in_a_spec(site, tmp_path, tiny_model_dir):
+def test_runs_in_a_spec(site, tmp_path, tiny_model_dir, dvbench, monkeypatch):
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv(DISABLE_AUTOLOAD)
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "name: lengths\n"
@@ -62,7 +64,7 @@ def test_runs_in_a_spec(site, tmp_path, tiny_model_dir):
         "  long: {use: length}\n"
         "  short: {use: length, shorter_is_better: true}\n"
     )
-    result = _dvbench(site, "run", str(spec), "--out", str(tmp_path / "out"))
+    result = dvbench("run", spec, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     long = pl.read_parquet(tmp_path / "out/scores/long.parquet")
     short = pl.read_parquet(tmp_path / "out/scores/short.parquet")
