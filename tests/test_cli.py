@@ -11,6 +11,7 @@ QUICKSTART = Path(__file__).parents[1] / "specs" / "quickstart.yaml"
 def test_run_then_leaderboard_prints_the_saved_tables(dvbench, tmp_path, tiny_model_dir):
     data = yaml.safe_load(QUICKSTART.read_text())
     data["model"] = {"name": str(tiny_model_dir)}
+    data["data"]["generated"].update(candidates=32, anchors=4)  # the CLI is under test, not the scores
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
     run = dvbench("run", tmp_path / "spec.yaml", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
