@@ -1,8 +1,9 @@
 """Killing `dvbench run` mid-scoring (SIGKILL) or interrupting it (Ctrl-C) loses nothing: the
 rerun resumes from the finished shards and ends bit for bit where an uninterrupted run does.
 
-The killed run and its rerun are real processes (the boundary is the point); the uninterrupted
-reference runs in this one. Three shards of 64 candidates: the kill lands after the first."""
+The interrupted run is a real process (killing it is the point); the rerun, which has only the
+folder to go on, and the uninterrupted reference run in this one. Three shards of 64 candidates:
+the kill lands after the first."""
 
 import os
 import signal
@@ -69,9 +70,7 @@ def test_an_interrupted_run_resumes_to_the_same_scores(tmp_path, tiny_model_dir,
     kept = sorted((tmp_path / "cut").glob("work/icp-*/*.npz"))
     assert kept and all(len(read_npz(path)) for path in kept)  # every shard on disk is whole
 
-    resumed = subprocess.run([sys.executable, "-m", "dvbench.harness.cli", "run", str(spec), "--out",
-                              str(tmp_path / "cut")], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    assert main(["run", str(spec), "--out", str(tmp_path / "cut")]) == 0  # resumes from what is on disk
     for name in ("icp.parquet", "icp.per_anchor.parquet", "icp.details.npz"):
         assert (tmp_path / "cut/scores" / name).read_bytes() == (whole / "scores" / name).read_bytes()
     assert pl.read_parquet(tmp_path / "cut/scores/icp.parquet").height == 192
