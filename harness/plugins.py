@@ -6,6 +6,7 @@ points of group ``dvbench``. Set ``DVBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load b
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import pluggy
 
 from dvbench.harness import hookspecs
 from dvbench.harness.config import Config
-from dvbench.harness.roles import ROLES, Plugin
+from dvbench.harness.roles import ROLES, Plugin, Valuator
 
 DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.random",
@@ -61,8 +62,24 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
                 f"a '{ENTRY_POINT_GROUP}' entry point failed to load ({type(error).__name__}: {error}); "
                 f"fix or uninstall that plugin, or set {DISABLE_AUTOLOAD}=1 to load built-ins only"
             ) from error
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        unknown = ", ".join(c.name for c in pm.get_hookcallers(error.plugin) or () if not c.has_spec())
+        guess = difflib.get_close_matches(unknown, _HOOKS.values(), n=1)
+        raise PluginError(
+            f"{pm.get_name(error.plugin)} ({_sources(pm)[error.plugin]}) implements unknown hook {unknown}"
+            + (f" (did you mean {guess[0]}?)" if guess else "")
+            + f"; dvbench's hooks are {', '.join(_HOOKS.values())}"
+        ) from None
     return pm
+
+
+def _sources(pm: pluggy.PluginManager) -> dict[object, str]:
+    """Where each plugin comes from: its distribution, else ``built-in`` or its registered name."""
+    dists = {plugin: f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
+    return {plugin: dists.get(plugin, "built-in" if name in DEFAULT_PLUGINS else name)
+            for name, plugin in pm.list_name_plugin()}
 
 
 @dataclass(frozen=True)
@@ -90,14 +107,19 @@ class Registry:
 
 
 def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
-    """Call every register hook of every plugin; refuse duplicates and wrong types."""
+    """Call every register hook of every plugin; refuse duplicates and wrong types.
+
+    Each plugin's hook is called on its own (a subset hook caller holding only that plugin), by
+    keyword, so that ``register`` and every error know which plugin is registering.
+    """
     pm = pm or get_plugin_manager()
-    sources = {plugin: f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
+    sources = _sources(pm)
     registry = Registry()
     for role, hook_name in _HOOKS.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            source = sources.get(impl.plugin, "built-in" if impl.plugin_name in DEFAULT_PLUGINS else impl.plugin_name)
-            origin = f"{impl.plugin_name} ({source})"
+        plugins = [impl.plugin for impl in getattr(pm.hook, hook_name).get_hookimpls()]
+        for plugin in dict.fromkeys(plugins):
+            source = sources[plugin]
+            origin = f"{pm.get_name(plugin)} ({source})"
 
             def register(cls, role=role, origin=origin, source=source):
                 check_plugin_class(cls, role, origin)
@@ -110,8 +132,9 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
                     )
                 registry.entries[role][cls.name] = Entry(cls, source)
 
+            others = [p for p in plugins if p is not plugin]
             try:
-                impl.function(*[register for _ in impl.argnames])
+                pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
             except PluginError:
                 raise
             except Exception as error:
@@ -131,6 +154,14 @@ def check_plugin_class(cls: object, role: str, origin: str) -> None:
         raise PluginError(f"{origin}: {cls.__qualname__}.version must be a string")
     if not (isinstance(cls.Config, type) and issubclass(cls.Config, Config)):
         raise PluginError(f"{origin}: {cls.__qualname__}.Config must subclass dvbench.harness.config.Config")
+    if issubclass(cls, Valuator):
+        fields = cls.Config.model_fields
+        for key in cls.derived:
+            if key not in fields:
+                raise PluginError(
+                    f"{origin}: {cls.__qualname__}.derived names {key!r}, which is not a field of "
+                    f"{cls.Config.__qualname__} (its fields: {', '.join(fields) or 'none'})"
+                )
     if getattr(cls, "__abstractmethods__", None):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PluginError(f"{origin}: {cls.__qualname__} does not implement {missing}")

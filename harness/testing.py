@@ -1,13 +1,24 @@
-"""Contract checks for plugin authors: call these from your plugin's own tests.
+"""Contract checks and pytest fixtures for plugin authors: call the checks from your plugin's
+own tests, and load the fixtures with one line in your top-level ``conftest.py``.
 
+    # conftest.py
+    pytest_plugins = ["dvbench.harness.testing"]
+
+    # test_my_valuator.py
     from dvbench.harness.testing import check_valuator
-    def test_contract():
-        check_valuator(MyValuator)
+    def test_contract(tiny_valuation_task):
+        check_valuator(MyValuator, task=tiny_valuation_task)
+
+Fixtures: ``tiny_model_dir`` (a folder holding :func:`tiny_lm` and its tokenizer, once per
+session), ``tiny_model`` (the :class:`~dvbench.harness.records.ModelRef` of that folder) and
+``tiny_valuation_task`` (:func:`tiny_task` on that model). torch loads only when a test asks
+for the model.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dvbench.harness.config import Config
 from dvbench.harness.data.generated import generate
@@ -16,10 +27,34 @@ from dvbench.harness.records import ModelRef, Scores, Selection, ValuationTask
 from dvbench.harness.roles import Plugin, Selector, Valuator
 
 
-def tiny_task(candidates: int = 24, anchors: int = 4, seed: int = 0) -> ValuationTask:
-    """A small valuation task on dvbench's generated data, with the embedded model named."""
+def tiny_task(candidates: int = 24, anchors: int = 4, seed: int = 0, model: ModelRef | None = None) -> ValuationTask:
+    """A small valuation task on dvbench's generated data, with ``model`` (default: the embedded
+    model) named."""
     data = generate(candidates, anchors, 0, seed=seed)
-    return ValuationTask(data["candidates"], data["anchors"], ModelRef("embedded"), seed)
+    return ValuationTask(data["candidates"], data["anchors"], model or ModelRef("embedded"), seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A folder holding :func:`tiny_lm` (float32) and its tokenizer, saved once per session: a model
+    any spec or :class:`~dvbench.harness.records.ModelRef` can name, in place of the embedded one."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = tiny_lm("float32")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir) -> ModelRef:
+    """The :class:`~dvbench.harness.records.ModelRef` of ``tiny_model_dir`` (float32)."""
+    return ModelRef(str(tiny_model_dir))
+
+
+@pytest.fixture
+def tiny_valuation_task(tiny_model) -> ValuationTask:
+    """:func:`tiny_task` (24 candidates, 4 anchors) on ``tiny_model``: ready for ``score``."""
+    return tiny_task(model=tiny_model)
 
 
 def byte_tokenizer():

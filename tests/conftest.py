@@ -1,8 +1,13 @@
-"""Every test gets built-in plugins only, unless it asks for entry points itself."""
+"""Every test gets built-in plugins only, unless it asks for entry points itself, and the
+fixtures dvbench offers plugin authors (``tiny_model_dir``, ``tiny_model``, ``tiny_valuation_task``)."""
+
+import subprocess
 
 import pytest
 
 from dvbench.harness.plugins import DISABLE_AUTOLOAD
+
+pytest_plugins = ["dvbench.harness.testing"]
 
 
 def pytest_addoption(parser):
@@ -15,14 +20,17 @@ def _builtins_only(monkeypatch):
     monkeypatch.setenv(DISABLE_AUTOLOAD, "1")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A folder holding :func:`~dvbench.harness.testing.tiny_lm` (float32) and its tokenizer:
-    the model of every spec a test runs, in place of the embedded one."""
-    from dvbench.harness.testing import tiny_lm
+@pytest.fixture
+def dvbench(capsys):
+    """``dvbench ARGS`` run in this process (``dvbench.harness.cli.main``): its exit code, stdout
+    and stderr as a ``CompletedProcess``. Tests start a real process only where the boundary is
+    the point (kill and resume, packaging, the console script)."""
+    from dvbench.harness.cli import main
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny_lm("float32")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    def call(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return call

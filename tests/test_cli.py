@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,16 +8,12 @@ import yaml
 QUICKSTART = Path(__file__).parents[1] / "specs" / "quickstart.yaml"
 
 
-def _dvbench(*args):
-    return subprocess.run([sys.executable, "-m", "dvbench.harness.cli", *map(str, args)],
-                          capture_output=True, text=True)
-
-
-def test_run_then_leaderboard_prints_the_saved_tables(tmp_path, tiny_model_dir):
+def test_run_then_leaderboard_prints_the_saved_tables(dvbench, tmp_path, tiny_model_dir):
     data = yaml.safe_load(QUICKSTART.read_text())
     data["model"] = {"name": str(tiny_model_dir)}
+    data["data"]["generated"].update(candidates=32, anchors=4)  # the CLI is under test, not the scores
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
-    run = _dvbench("run", tmp_path / "spec.yaml", "--out", tmp_path)
+    run = dvbench("run", tmp_path / "spec.yaml", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "spearman" in run.stdout and f"wrote {tmp_path}" in run.stdout
     plots = {p.name: p.read_bytes() for p in (tmp_path / "leaderboard/plots").iterdir()}
@@ -25,21 +22,24 @@ def test_run_then_leaderboard_prints_the_saved_tables(tmp_path, tiny_model_dir):
     assert "defect_auc" in run.stdout  # the generated data plants defects
     for path in (tmp_path / "leaderboard/plots").iterdir():
         path.unlink()
-    board = _dvbench("leaderboard", tmp_path)
+    board = dvbench("leaderboard", tmp_path)
     assert board.returncode == 0
     assert "icp-mean" in board.stdout and "overlap" in board.stdout and "spearman" in board.stdout
     assert "spearman_per_anchor" in board.stdout and "defect_auc" in board.stdout
     assert {p.name: p.read_bytes() for p in (tmp_path / "leaderboard/plots").iterdir()} == plots  # redrawn alike
 
 
-def test_leaderboard_of_an_empty_folder_says_what_to_do(tmp_path):
-    result = _dvbench("leaderboard", tmp_path)
+def test_leaderboard_of_an_empty_folder_says_what_to_do(dvbench, tmp_path):
+    result = dvbench("leaderboard", tmp_path)
     assert result.returncode == 2
     assert "no leaderboard/*.parquet here; run `dvbench run SPEC --out" in " ".join(result.stderr.split())
 
 
-def test_plugins_lists_builtins_with_versions():
-    result = _dvbench("plugins")
+def test_the_console_script_lists_builtins_with_versions():
+    """The installed ``dvbench`` script, in its own process: the one test of the entry point itself."""
+    script = shutil.which("dvbench", path=str(Path(sys.executable).parent))
+    assert script, "the dvbench console script is not installed beside this Python"
+    result = subprocess.run([script, "plugins"], capture_output=True, text=True)
     assert result.returncode == 0
     for name in ("random", "file", "top_k"):
         assert name in result.stdout

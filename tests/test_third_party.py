@@ -1,6 +1,5 @@
 """The example plugin distribution in tests/example_plugin, installed with real entry-point metadata."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -27,15 +26,6 @@ def site(tmp_path_factory):
     return target
 
 
-def _dvbench(site, *args, autoload=True, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop(DISABLE_AUTOLOAD)
-    if not autoload:
-        env[DISABLE_AUTOLOAD] = "1"
-    return subprocess.run([sys.executable, "-m", "dvbench.harness.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True)
-
-
 def test_entry_point_registers_in_process(site, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delenv(DISABLE_AUTOLOAD)
@@ -43,16 +33,21 @@ def test_entry_point_registers_in_process(site, monkeypatch):
     assert entry.source == "dvbench-length 0.2.0"
 
 
-def test_plugins_command_lists_it_unless_autoload_is_off(site):
-    listed = _dvbench(site, "plugins")
+def test_plugins_command_lists_it_unless_autoload_is_off(site, dvbench, monkeypatch):
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv(DISABLE_AUTOLOAD)
+    listed = dvbench("plugins")
     assert listed.returncode == 0, listed.stderr
     assert "length" in listed.stdout and "dvbench-length 0.2.0" in listed.stdout
     assert "built-in" in listed.stdout
-    quiet = _dvbench(site, "plugins", autoload=False)
+    monkeypatch.setenv(DISABLE_AUTOLOAD, "1")
+    quiet = dvbench("plugins")
     assert "length" not in quiet.stdout and "random" in quiet.stdout
 
 
-def test_runs_in_a_spec(site, tmp_path, tiny_model_dir):
+def test_runs_in_a_spec(site, tmp_path, tiny_model_dir, dvbench, monkeypatch):
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv(DISABLE_AUTOLOAD)
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "name: lengths\n"
@@ -62,7 +57,7 @@ def test_runs_in_a_spec(site, tmp_path, tiny_model_dir):
         "  long: {use: length}\n"
         "  short: {use: length, shorter_is_better: true}\n"
     )
-    result = _dvbench(site, "run", str(spec), "--out", str(tmp_path / "out"))
+    result = dvbench("run", spec, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     long = pl.read_parquet(tmp_path / "out/scores/long.parquet")
     short = pl.read_parquet(tmp_path / "out/scores/short.parquet")

@@ -1,3 +1,5 @@
+"""The example distribution's module on the path: dvbench's suite runs its test uninstalled."""
+
 import sys
 from pathlib import Path
 

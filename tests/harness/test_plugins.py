@@ -17,11 +17,13 @@ def test_builtins_register_through_the_hooks():
 
 
 def test_registering_the_builtins_imports_no_torch():
-    """`dvbench check` and `dvbench plugins` stay quick: heavy imports wait for scoring."""
+    """`dvbench check` and `dvbench plugins` stay quick: heavy imports wait for scoring (and a
+    plugin's conftest loading dvbench's fixtures waits for a test that asks for the model)."""
     code = ("import sys; from dvbench.harness.plugins import get_plugin_manager, load_registry; "
-            "load_registry(get_plugin_manager(autoload=False)); print('torch' in sys.modules)")
+            "load_registry(get_plugin_manager(autoload=False)); print('torch' in sys.modules); "
+            "import dvbench.harness.testing; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "False", result.stderr
+    assert result.stdout.split() == ["False", "False"], result.stderr
 
 
 def test_each_default_plugin_module_implements_a_hook():
@@ -47,6 +49,14 @@ class Copycat(Valuator):
 
     def score(self, task):
         return self.scores(task, [0.0] * len(task.candidates))
+
+
+class Extra(Copycat):
+    name = "extra"
+
+
+class Extra2(Copycat):
+    name = "extra2"
 
 
 def test_duplicate_name_names_both_plugins():
@@ -88,16 +98,67 @@ def test_bad_class_attributes_are_refused(attribute, value, match):
         load_registry(_manager_with(_Plugin(cls)))
 
 
-def test_misspelled_hook_is_refused():
-    class Typo:
-        @hookimpl
-        def dvbench_register_valuator(self, register):  # missing the final s
-            pass
+def _install_entry_point(root, module, source):
+    """A distribution ``dvbench-<module>`` with one ``dvbench`` entry point, as pip would leave it."""
+    (root / f"{module}.py").write_text(source)
+    info = root / f"dvbench_{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: dvbench-{module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[dvbench]\n{module} = {module}\n")
 
-    pm = get_plugin_manager(autoload=False)
-    pm.register(Typo())
-    with pytest.raises(Exception, match="unknown hook"):
-        pm.check_pending()
+
+def test_misspelled_hook_is_refused(tmp_path, monkeypatch):
+    _install_entry_point(tmp_path, "typo_plugin", (
+        "from dvbench.harness.hookspecs import hookimpl\n"
+        "@hookimpl\n"
+        "def dvbench_register_valuator(register):  # missing the final s\n"
+        "    pass\n"
+    ))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as error:
+        get_plugin_manager(autoload=True)
+    assert str(error.value) == (
+        "typo_plugin (dvbench-typo_plugin 0.1) implements unknown hook dvbench_register_valuator "
+        "(did you mean dvbench_register_valuators?); dvbench's hooks are dvbench_register_valuators, "
+        "dvbench_register_selectors, dvbench_register_trainers, dvbench_register_evaluators"
+    )
+
+
+def test_hooks_are_called_one_plugin_at_a_time_by_keyword():
+    calls = []
+    pm = _manager_with(_Plugin(Extra), _Plugin(Extra2))
+    pm.add_hookcall_monitoring(lambda hook, impls, kwargs: calls.append((hook, impls, kwargs)), lambda *a: None)
+    registry = load_registry(pm)
+    assert {"extra", "extra2"} <= set(registry.entries["valuator"])
+    valuator_calls = [(impls, kwargs) for hook, impls, kwargs in calls if hook == "dvbench_register_valuators"]
+    assert [impl.plugin_name for impls, _ in valuator_calls for impl in impls] == \
+        [*DEFAULT_PLUGINS[:6], "third_party_0", "third_party_1"]
+    assert all(len(impls) == 1 and list(kwargs) == ["register"] for impls, kwargs in valuator_calls)
+
+
+def test_a_wrapper_hook_runs_as_pluggy_runs_it():
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def dvbench_register_valuators(self, register):
+            register(Extra)
+            return (yield)
+
+    assert load_registry(_manager_with(Wrapping())).entries["valuator"]["extra"].source == "third_party_0"
+
+
+def test_derived_keys_must_be_config_fields():
+    class Typo(Extra):
+        name = "typo"
+        derived = ("aggregate", "agregate")
+
+        class Config(Config):
+            aggregate: str = "mean"
+
+    with pytest.raises(PluginError) as error:
+        load_registry(_manager_with(_Plugin(Typo)))
+    assert str(error.value) == ("third_party_0 (third_party_0): test_derived_keys_must_be_config_fields.<locals>.Typo"
+                                ".derived names 'agregate', which is not a field of "
+                                "test_derived_keys_must_be_config_fields.<locals>.Typo.Config (its fields: aggregate)")
 
 
 def test_config_must_match_its_class():

@@ -253,15 +253,39 @@ def test_embedded_without_its_distribution_gives_the_install_command(monkeypatch
 # --- GGUF conversion --------------------------------------------------------------------------
 
 
+GGUF_SHAPE = dict(hidden=16, ffn=32, layers=2, heads=2, kv_heads=1)
+
+
+def tiny_gguf_tokens():
+    """The vocabulary of :func:`write_tiny_gguf`: two control tokens, the 256 byte symbols, two merges."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return ["<|endoftext|>", "<|pad|>", *sorted(bytes_to_unicode().values()), "Ġt", "he"]
+
+
+def tiny_gguf_tensors(seed=0):
+    """The F32 tensors :func:`write_tiny_gguf` writes, by GGUF name, in llama.cpp's layout."""
+    hidden, ffn, layers, heads, kv_heads = GGUF_SHAPE.values()
+    head_dim, vocab = hidden // heads, len(tiny_gguf_tokens())
+    rng = np.random.default_rng(seed)
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,), "output.weight": (vocab, hidden)}
+    for block in range(layers):
+        for name, shape in [("attn_norm", (hidden,)), ("ffn_norm", (hidden,)),
+                            ("attn_q", (heads * head_dim, hidden)), ("attn_k", (kv_heads * head_dim, hidden)),
+                            ("attn_v", (kv_heads * head_dim, hidden)), ("attn_output", (hidden, heads * head_dim)),
+                            ("ffn_gate", (ffn, hidden)), ("ffn_up", (ffn, hidden)), ("ffn_down", (hidden, ffn))]:
+            shapes[f"blk.{block}.{name}.weight"] = shape
+    return {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in shapes.items()}
+
+
 def write_tiny_gguf(path, seed=0):
     """A tiny llama GGUF: F32 tensors, 2 layers, hidden size 16, and a byte-level ("gpt2") BPE
     vocabulary of the 256 byte symbols, two merges and two control tokens."""
     import gguf
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    hidden, ffn, layers, heads, kv_heads = 16, 32, 2, 2, 1
+    hidden, ffn, layers, heads, kv_heads = GGUF_SHAPE.values()
     head_dim = hidden // heads
-    tokens = ["<|endoftext|>", "<|pad|>", *sorted(bytes_to_unicode().values()), "Ġt", "he"]
+    tokens = tiny_gguf_tokens()
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_context_length(64)
@@ -282,25 +306,53 @@ def write_tiny_gguf(path, seed=0):
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
     writer.add_pad_token_id(1)
-    rng = np.random.default_rng(seed)
-
-    def tensor(name, *shape):
-        writer.add_tensor(name, (rng.standard_normal(shape) * 0.2).astype(np.float32))
-
-    tensor("token_embd.weight", len(tokens), hidden)
-    tensor("output_norm.weight", hidden)
-    tensor("output.weight", len(tokens), hidden)
-    for block in range(layers):
-        for name, shape in [("attn_norm", (hidden,)), ("ffn_norm", (hidden,)),
-                            ("attn_q", (heads * head_dim, hidden)), ("attn_k", (kv_heads * head_dim, hidden)),
-                            ("attn_v", (kv_heads * head_dim, hidden)), ("attn_output", (hidden, heads * head_dim)),
-                            ("ffn_gate", (ffn, hidden)), ("ffn_up", (ffn, hidden)), ("ffn_down", (hidden, ffn))]:
-            tensor(f"blk.{block}.{name}.weight", *shape)
+    for name, array in tiny_gguf_tensors(seed).items():
+        writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _llama_cpp_permute(weights, n_head):
+    """llama.cpp's ``convert_hf_to_gguf`` reordering of q/k rows (rotary halves interleaved)."""
+    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2) \
+        .reshape(weights.shape)
+
+
+def _unpermute(weights, n_head):
+    """The inverse of :func:`_llama_cpp_permute`: the q/k rows in transformers' order."""
+    return weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:]).swapaxes(1, 2) \
+        .reshape(weights.shape)
+
+
+def expected_gguf_model(seed=0):
+    """The transformers Llama that :func:`write_tiny_gguf`'s metadata and tensors describe, built
+    here from the written arrays (GGUF names mapped to transformers', q/k rows un-permuted)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hidden, ffn, layers, heads, kv_heads = GGUF_SHAPE.values()
+    tensors = tiny_gguf_tensors(seed)
+    state = {"model.embed_tokens.weight": tensors["token_embd.weight"], "model.norm.weight": tensors["output_norm.weight"],
+             "lm_head.weight": tensors["output.weight"]}
+    names = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj"}
+    for block in range(layers):
+        for gguf_name, hf_name in names.items():
+            state[f"model.layers.{block}.{hf_name}.weight"] = tensors[f"blk.{block}.{gguf_name}.weight"]
+        for gguf_name, hf_name, n_head in (("attn_q", "q_proj", heads), ("attn_k", "k_proj", kv_heads)):
+            written = tensors[f"blk.{block}.{gguf_name}.weight"]
+            assert np.array_equal(_llama_cpp_permute(_unpermute(written, n_head), n_head), written)
+            state[f"model.layers.{block}.self_attn.{hf_name}.weight"] = _unpermute(written, n_head)
+    config = LlamaConfig(vocab_size=len(tiny_gguf_tokens()), hidden_size=hidden, intermediate_size=ffn,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    model.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()}, strict=True)
+    return model
 
 
 @pytest.fixture
@@ -320,8 +372,12 @@ def test_gguf_is_converted_once_and_matches_the_gguf_model(tiny_gguf, monkeypatc
     assert [p.name for p in (cache_dir() / "models").iterdir()] == [resolved.path.name]  # no leftovers
 
     model, tokenizer = load_model(ModelRef(str(tiny_gguf)))
-    expected_model, expected_tokenizer = models._load_gguf(tiny_gguf)
-    assert_same_model(model, expected_model, tokenizer, expected_tokenizer)
+    tokens = tiny_gguf_tokens()
+    assert tokenizer.convert_ids_to_tokens(list(range(len(tokens)))) == tokens
+    # byte-level BPE with the two merges "Ġ t" (first) and "h e"
+    pieces = ["t", "he", "Ġ", "c", "a", "t", "Ġ", "s", "a", "t", "Ġ", "o", "n", "Ġt", "he", "Ġ", "m", "a", "t"]
+    assert tokenizer(TEXT, add_special_tokens=False).input_ids == [tokens.index(p) for p in pieces]
+    assert_same_model(model, expected_gguf_model(), tokenizer, tokenizer)
 
     def no_conversion(gguf):
         raise AssertionError("converted again")
