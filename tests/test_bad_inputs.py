@@ -213,15 +213,15 @@ def test_bad_input_is_one_clear_line(case, tmp_path, tiny_model_dir, capsys, mon
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_model_dir, capsys, monkeypatch):
     import errno
 
-    from dvbench.harness import artifacts
+    from dvbench.harness import work
 
-    real = artifacts.write_npz
+    real = work.write_npz
 
     def full(path, arrays):
         real(path, arrays)  # the bytes reach the temporary file, then the device is full
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(artifacts, "write_npz", full)
+    monkeypatch.setattr(work, "write_npz", full)
     spec = _spec(tmp_path, tiny_model_dir, valuators={"a": {"use": "icp"}})
     code = main(["run", str(spec), "--out", str(tmp_path / "out")])
     line = capsys.readouterr().err.strip().splitlines()[-1]

@@ -1,5 +1,5 @@
-"""Killing `dvbench run` mid-scoring (SIGKILL) or interrupting it (Ctrl-C) loses nothing: the
-rerun resumes from the finished shards and ends bit for bit where an uninterrupted run does.
+"""Killing `dvbench run` mid-scoring (SIGKILL), stopping it (SIGTERM, as a scheduler or a
+container stop does) or interrupting it (Ctrl-C) loses nothing: the rerun resumes from the finished shards and ends bit for bit where an uninterrupted run does.
 
 The interrupted run is a real process (killing it is the point); the rerun, which has only the
 folder to go on, and the uninterrupted reference run in this one. Three shards of 64 candidates:
@@ -53,7 +53,7 @@ def whole(tmp_path_factory, tiny_model_dir) -> Path:
     return folder / "out"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["sigkill", "sigterm", "ctrl-c"])
 def test_an_interrupted_run_resumes_to_the_same_scores(tmp_path, tiny_model_dir, whole, sig):
     spec = _spec(tmp_path, tiny_model_dir)
 
@@ -62,10 +62,14 @@ def test_an_interrupted_run_resumes_to_the_same_scores(tmp_path, tiny_model_dir,
     os.kill(process.pid, sig)
     _, stderr = process.communicate(timeout=60)
     assert not (tmp_path / "cut/scores/icp.parquet").exists(), "the run finished before it was interrupted"
+    said = " ".join(stderr.split())
     if sig == signal.SIGINT:
         assert process.returncode == 130
-        assert "interrupted; finished artifacts are kept: run the same command again to resume" in " ".join(stderr.split())
-    if sig == signal.SIGINT:  # a kill may leave a hidden .tmp file, never a complete-looking one
+        assert "interrupted; finished artifacts are kept: run the same command again to resume" in said
+    if sig == signal.SIGTERM:
+        assert process.returncode == 143
+        assert "terminated (SIGTERM); finished artifacts are kept: run the same command again to resume" in said
+    if sig != signal.SIGKILL:  # a kill may leave a hidden .tmp file, never a complete-looking one
         assert not list((tmp_path / "cut").rglob("*.tmp"))
     kept = sorted((tmp_path / "cut").glob("work/icp-*/*.npz"))
     assert kept and all(len(read_npz(path)) for path in kept)  # every shard on disk is whole

@@ -292,15 +292,14 @@ def _from_gguf(gguf: Path, label: str) -> ResolvedModel:
     digest = sha256_file(gguf)
     folder = inside(cache_dir(), cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}")
     notes = ()
-    damaged = _damaged(folder, digest) if folder.exists() else None
+    if folder.exists() and _record(folder).get("sha256") != digest:
+        raise InputError(f"cache folder {folder} is not a conversion of {gguf}; delete it and run again")
+    damaged = _damaged(folder) if folder.exists() else None
     if damaged:
         notes = (f"cache folder {folder}: {damaged}; converted again",)
         shutil.rmtree(folder)
     if not folder.exists():
         _convert(gguf, digest, folder)
-    damaged = _damaged(folder, digest)
-    if damaged:
-        raise InputError(f"cache folder {folder} is not a conversion of {gguf} ({damaged}); delete it and run again")
     weights = hashlib.sha256(canonical(_record(folder)["files"]).encode()).hexdigest()
     return ResolvedModel(folder, f"gguf-sha256:{digest}/converted-sha256:{weights}",
                          f"{label} (converted from GGUF, {folder})", notes)
@@ -314,12 +313,13 @@ def _record(folder: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _damaged(folder: Path, digest: str) -> str | None:
-    """Why ``folder`` is not an intact conversion of the GGUF file hashing to ``digest``; None if it is."""
-    record = _record(folder)
-    if record.get("sha256") != digest or not isinstance(record.get("files"), dict):
-        return "its record does not name this GGUF file"
-    for name, expected in record["files"].items():
+def _damaged(folder: Path) -> str | None:
+    """Why the conversion in ``folder`` is not intact (a file missing or changed since it was
+    written, or no record of the files); None if it is."""
+    files = _record(folder).get("files")
+    if not isinstance(files, dict):
+        return "its record lists no converted files"
+    for name, expected in files.items():
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
             return f"{name} is missing or changed since it was converted"

@@ -119,7 +119,8 @@ def test_progress_counts_pairs_and_shards_resume(task, expected, tmp_path, monke
     first = _icp().score(work)
     assert list(progress.seen.values()) == [[35, 35]]
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [
-        "one_shot-00000000.npz", "one_shot-00000003.npz", "one_shot-00000006.npz", "zero_shot.npz"]
+        f"{name}.npz{hashed}" for name in ("one_shot-00000000", "one_shot-00000003", "one_shot-00000006", "zero_shot")
+        for hashed in ("", ".sha256")]
 
     (tmp_path / "work" / "one_shot-00000003.npz").unlink()  # as if killed while computing it
     pairs = []

@@ -4,6 +4,7 @@ The default tests run offline on tiny models: a tiny Llama saved as a folder, a 
 a tiny GGUF written with the ``gguf`` package. The ``slow`` ones convert the real embedded model.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -360,11 +361,17 @@ def tiny_gguf(tmp_path):
     return write_tiny_gguf(tmp_path / "gguf" / "tiny.gguf")
 
 
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_gguf_is_converted_once_and_matches_the_gguf_model(tiny_gguf, monkeypatch):
-    digest = models._sha256(tiny_gguf)
+    digest = _sha256(tiny_gguf)
     resolved = resolve(ModelRef(str(tiny_gguf)))
     assert resolved.path == cache_dir() / "models" / f"tiny-{digest[:12]}"
-    assert resolved.fingerprint == f"gguf-sha256:{digest}"
+    written = {p.name: _sha256(p) for p in sorted(resolved.path.iterdir()) if p.name != "dvbench.json"}
+    weights = hashlib.sha256(json.dumps(written, sort_keys=True).encode()).hexdigest()
+    assert resolved.fingerprint == f"gguf-sha256:{digest}/converted-sha256:{weights}"
     assert resolved.description == f"{tiny_gguf} (converted from GGUF, {resolved.path})"
     record = json.loads((resolved.path / "dvbench.json").read_text())
     assert record["source"] == str(tiny_gguf) and record["sha256"] == digest
@@ -405,8 +412,21 @@ def test_an_interrupted_conversion_never_looks_complete(tiny_gguf, monkeypatch):
     assert list((cache_dir() / "models").iterdir()) == []
 
 
+def test_a_damaged_conversion_is_converted_again_with_a_note(tiny_gguf):
+    first = resolve(ModelRef(str(tiny_gguf)))
+    weights = first.path / "model.safetensors"
+    whole = weights.read_bytes()
+    damaged = bytearray(whole)
+    damaged[-10] ^= 1
+    weights.write_bytes(bytes(damaged))
+    again = resolve(ModelRef(str(tiny_gguf)))
+    assert again.notes == (f"cache folder {first.path}: model.safetensors is missing or changed since it was "
+                           f"converted; converted again",)
+    assert weights.read_bytes() == whole and again.fingerprint == first.fingerprint
+
+
 def test_a_foreign_cache_folder_is_refused(tiny_gguf):
-    digest = models._sha256(tiny_gguf)
+    digest = _sha256(tiny_gguf)
     stale = cache_dir() / "models" / f"tiny-{digest[:12]}"
     stale.mkdir(parents=True)
     (stale / "dvbench.json").write_text(json.dumps({"sha256": "0" * 64}))
