@@ -318,7 +318,7 @@ def _damaged(folder: Path) -> str | None:
     written, or no record of the files); None if it is."""
     files = _record(folder).get("files")
     if not isinstance(files, dict):
-        return "its record lists no converted files"
+        return "its record lists no converted files (an earlier dvbench wrote it)"
     for name, expected in files.items():
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
@@ -334,7 +334,8 @@ def _convert(gguf: Path, digest: str, folder: Path) -> None:
     partial.mkdir()
     _log.info("converting %s to %s (once)", gguf, folder)
     try:
-        _write_conversion(gguf, digest, partial)
+        with quiet_bars():  # dvbench shows its own progress
+            _write_conversion(gguf, digest, partial)
         try:
             os.rename(partial, folder)
         except OSError:
