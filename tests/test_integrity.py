@@ -171,3 +171,49 @@ def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny_model_dir):
     resumed = trainer.train(task)
     assert logged == [f"{checkpoint} does not match the hash recorded when it was written; computing it again"]
     assert resumed.metrics == whole.metrics  # started over: the same training as an uninterrupted one
+
+
+def test_a_truncated_shard_is_computed_again(tmp_path, tiny_model_dir, capsys):
+    spec = _spec(tmp_path, tiny_model_dir, valuators={"icp": {"use": "icp"}})
+    out = tmp_path / "out"
+    assert _run(spec, out, capsys)[0] == 0
+    (zero,) = out.glob("work/icp-*/zero_shot.npz")
+    whole = zero.read_bytes()
+    zero.write_bytes(whole[: len(whole) // 2])  # as a full disk or a crash mid-copy leaves it
+    (out / "scores/icp.json").unlink()
+    code, printed = _run(spec, out, capsys)
+    assert code == 0 and f"{zero} does not match the hash recorded" in printed.out and zero.read_bytes() == whole
+
+
+def test_a_cache_folder_linked_outside_the_cache_is_refused(tmp_path, monkeypatch):
+    from dvbench.harness.errors import InputError
+    from dvbench.harness.lm import models
+
+    cache, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cache.mkdir()
+    (cache / "models").symlink_to(elsewhere)
+    monkeypatch.setenv(models.CACHE_ENV, str(cache))
+    (tmp_path / "m.gguf").write_bytes(b"not read: the path is refused first")
+    with pytest.raises(InputError, match=f"through the symbolic link {cache / 'models'} -> {elsewhere}"):
+        models.resolve(models.ModelRef(str(tmp_path / "m.gguf")))
+    assert not list(elsewhere.iterdir())
+
+
+def test_a_run_on_a_folder_another_process_writes_is_refused(tmp_path, tiny_model_dir, capsys):
+    """Two processes: the lock is the operating system's, so it holds across them."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dvbench.harness.lock import exclusive\n"
+                               "with exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, printed = _run(_spec(tmp_path, tiny_model_dir), out, capsys)
+        assert code == 2 and f"being written by another dvbench run (pid {holder.pid})" in printed.err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run(_spec(tmp_path, tiny_model_dir), out, capsys)[0] == 0  # the holder is gone, so is its lock

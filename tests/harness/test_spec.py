@@ -188,3 +188,11 @@ def test_entry_keys_are_typed_and_an_option_is_given_once(tmp_path):
     assert "selection.top.options.k (line 8): given both here and beside 'use'; keep one" in message
     message = _error(tmp_path, GOOD.replace("k: 0.2, reference: rand}", "options: [k]}"))
     assert "selection.top.options (line 8)" in message and "dictionary" in message
+
+
+def test_an_alias_is_walked_once_and_its_problems_keep_a_line(tmp_path):
+    text = GOOD.replace("valuators:\n  rand: {use: random, seed: 1}",
+                        "base: &entry {use: random, sed: 1}\nvaluators:\n  rand: *entry\n  again: *entry")
+    message = _error(tmp_path, text)
+    assert "valuators.rand.sed (line 7): unknown key 'sed'" in message
+    assert "valuators.again.sed (line 8): unknown key 'sed'" in message
