@@ -23,7 +23,7 @@ from dvbench.harness.lock import exclusive
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import Scores, Selection
 from dvbench.harness.spec import Spec
-from dvbench.harness.stages import evaluation, leaderboard, selection, training, valuation
+from dvbench.harness.stages import evaluation, ground_truth, leaderboard, selection, training, valuation
 from dvbench.harness.stages.context import RunContext
 from dvbench.harness.stages.data import Data, load_data
 from dvbench.harness.stages.model import Model, prepare_model
@@ -39,6 +39,7 @@ class RunResult:
     selections: dict[str, dict[str, Selection]] = field(default_factory=dict)
     trained: training.Trained = field(default_factory=dict)
     evaluations: dict[str, pl.DataFrame] = field(default_factory=dict)
+    truth: ground_truth.Measured | None = None
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -88,6 +89,9 @@ class Runner:
         if ctx.spec.evaluation:
             with self._timed(result, "evaluation"):
                 result.evaluations = evaluation.evaluate(ctx, data.eval, result.trained, result.model)
+        if ctx.spec.settings.ground_truth is not None:
+            with self._timed(result, "ground truth"):
+                result.truth = ground_truth.measure(ctx, data, result.scores, result.model)
         with self._timed(result, "leaderboard"):
             result.tables = leaderboard.tables(ctx, data, result.scores, result.selections, result.evaluations)
         self._write_run_json(result, started)

@@ -1,214 +1,27 @@
 """YAML spec -> validated :class:`Spec`, before any model loads.
 
 Every problem in a spec is collected into one :class:`ConfigError` naming the file, the YAML
-path (``valuators.icp.batch_size``), its line, what was given and what is allowed. Plugin
-configs are validated by each plugin's own ``Config``; plugins never see YAML.
+path (``valuators.icp.batch_size``), its line, what was given and what is allowed. The keys
+are :mod:`dvbench.harness.schema`'s; plugin configs are validated by each plugin's own
+``Config``; plugins never see YAML. Aliases are expanded at most to :data:`MAX_VALUES` values.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from dvbench.harness.config import Config, ConfigError, ExistingPath, Problem, SpecPath, validate
-from dvbench.harness.data.generated import FAMILIES
-from dvbench.harness.template import NAMES, Template
+from dvbench.harness.config import ConfigError, Problem, validate
 from dvbench.harness.plugins import Registry, load_registry
-from dvbench.harness.records import ModelRef
 from dvbench.harness.roles import Plugin
+from dvbench.harness.schema import (LABEL, LABEL_HELP, SECTIONS, Entry, GroundTruthSection, SelectionEntry,
+                                    SpecModel, TrainingEntry)
+from dvbench.harness.template import Template
 
 MAX_VALUES = 100_000  # values a spec may expand to through YAML aliases
-LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-LABEL_HELP = "letters, digits, '.', '_' and '-', starting with a letter or digit"
-
-
-class ModelSection(Config):
-    name: str = Field("embedded", description="'embedded', a hub name, a local folder or a .gguf file.")
-    dtype: Literal["float32", "float64", "bfloat16", "float16"] = Field(
-        "float32", description="Weights' dtype; log-softmax is float32 or better whatever this is."
-    )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch; torch's default when unset.")
-    allow_download: bool = Field(False, description="Allow hub downloads (off: offline).")
-    trust_remote_code: bool = Field(False, description="Run a hub model's own code (off unless you trust it).")
-
-    @field_validator("name")
-    @classmethod
-    def _local(cls, value: str, info: ValidationInfo) -> str:
-        """A name that is a file or folder beside the spec means that path."""
-        base = (info.context or {}).get("base_dir")
-        if value != "embedded" and base is not None and not Path(value).is_absolute() and (base / value).exists():
-            return str((base / value).resolve())
-        return value
-
-    def ref(self) -> ModelRef:
-        return ModelRef(self.name, self.dtype, self.threads, self.allow_download, self.trust_remote_code)
-
-
-class FileSource(Config):
-    path: ExistingPath | None = Field(
-        None, description="A .json, .jsonl, .csv or .parquet file of Alpaca rows, or a Hugging Face dataset folder."
-    )
-    dataset: str | None = Field(None, min_length=1, description="A Hugging Face Hub dataset name, instead of 'path'.")
-    split: str | None = Field(
-        None, min_length=1, description="The split to read; default 'train' on the hub, a folder's only split."
-    )
-    config: str | None = Field(None, min_length=1, description="The hub dataset's configuration (the Hub's 'subset').")
-    revision: str | None = Field(None, min_length=1, description="The hub dataset's branch, tag or commit.")
-    allow_download: bool = Field(False, description="Allow hub downloads for this dataset (off: local cache only).")
-
-    @model_validator(mode="after")
-    def _path_or_dataset(self) -> FileSource:
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError("give 'path' (a file or folder) or 'dataset' (a hub name), "
-                             + ("not both" if self.path else "found neither"))
-        hub_only = [key for key in ("config", "revision", "allow_download") if getattr(self, key)]
-        if self.path is not None and hub_only:
-            raise ValueError(f"{', '.join(map(repr, hub_only))}: only for a hub 'dataset', not with 'path'")
-        if self.path is not None and self.split is not None and not Path(self.path).is_dir():
-            raise ValueError("'split' applies to a dataset folder or a hub 'dataset', not to a file")
-        return self
-
-
-class GeneratedSource(Config):
-    candidates: int = Field(300, ge=1, description="Candidates to generate.")
-    anchors: int = Field(16, ge=0, description="Anchor tasks to generate.")
-    eval: int = Field(32, ge=0, description="Eval prompts to generate.")
-    defect_fraction: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of candidates with a planted defect.")
-    families: list[Literal[tuple(FAMILIES)]] = Field(  # type: ignore[valid-type]
-        list(FAMILIES), min_length=1, description="Task families to draw from."
-    )
-    seed: int | None = Field(None, ge=0, description="Generator seed; the spec's seed when unset.")
-
-
-class DataSection(Config):
-    generated: GeneratedSource | None = Field(None, description="Use dvbench's generated dataset for every split.")
-    candidates: FileSource | None = Field(None, description="The pool to value.")
-    anchors: FileSource | None = Field(None, description="The task set the value is measured against.")
-    eval: FileSource | None = Field(None, description="Prompts for evaluating fine-tuned models.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSection:
-        files = [name for name in ("candidates", "anchors", "eval") if getattr(self, name) is not None]
-        if self.generated is not None and files:
-            raise ValueError(f"give either 'generated' or data files, not both (found generated and {files[0]})")
-        if self.generated is None and self.candidates is None:
-            raise ValueError("give 'generated' or a 'candidates' file")
-        return self
-
-
-class TemplateSection(Config):
-    name: Literal[NAMES] = Field("alpaca", description="How a row becomes a query: alpaca, plain or chat.")  # type: ignore[valid-type]
-    header: str = Field("", description="Text before the query, in zero-shot and one-shot contexts alike.")
-    separator: str = Field("\n\n", description="Text after a one-shot demonstration.")
-    eos: bool = Field(True, description="Append the tokenizer's EOS token to every answer, and score it.")
-    max_length: int = Field(1024, ge=2, description="Longest sequence in tokens; demonstration, then query, cut from the left.")
-    max_answer_tokens: int = Field(512, ge=1, description="Longest answer in tokens; longer ones are cut from the right.")
-
-    @model_validator(mode="after")
-    def _room(self) -> TemplateSection:
-        if self.max_answer_tokens >= self.max_length:
-            raise ValueError(f"max_answer_tokens ({self.max_answer_tokens}) must be below max_length "
-                             f"({self.max_length}), leaving room for the query")
-        return self
-
-    def template(self) -> Template:
-        return Template(**self.model_dump())
-
-
-class LeaderboardSection(Config):
-    overlap_fractions: list[float] = Field(
-        [0.05, 0.1, 0.2, 0.5], min_length=1, description="Fractions q for the top-q overlap table."
-    )
-    scatter: list[str] | None = Field(None, min_length=2, max_length=2, description="The two valuator labels of "
-                                      "the scatter plot; unset: the first two.")
-
-    @field_validator("overlap_fractions")
-    @classmethod
-    def _fractions(cls, value: list[float]) -> list[float]:
-        for q in value:
-            if not 0.0 < q <= 1.0:
-                raise ValueError(f"each fraction must lie in (0, 1], got {q}")
-        return value
-
-
-class SpecModel(Config):
-    name: str = Field(description="The comparison's name; the default output folder is runs/<name>.")
-    description: str = Field("", description="Free text, for people.")
-    seed: int = Field(0, ge=0, description="Seed of every seeded step that sets none of its own.")
-    model: ModelSection = Field(ModelSection(), description="The model every role starts from.")
-    data: DataSection = Field(description="Candidates, anchors and eval set.")
-    template: TemplateSection = Field(TemplateSection(), description="How examples become token sequences.")
-    tracked: str | None = Field(None, min_length=1, description="Regex of the linear layers gradient methods track; "
-                                                                "unset: every linear layer in the transformer blocks.")
-    valuators: dict[str, dict[str, Any]] = Field(description="label -> {use: valuator, ...config}.")
-    selection: dict[str, dict[str, Any]] = Field({}, description="label -> {use: selector, reference?, ...config}.")
-    training: dict[str, dict[str, Any]] = Field({}, description="label -> {use: trainer, selections?, ...config}: "
-                                                                 "fine-tune on every selected subset.")
-    evaluation: dict[str, dict[str, Any]] = Field({}, description="label -> {use: evaluator, ...config}: measure "
-                                                                   "every fine-tuned model on the eval set.")
-    leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")
-    output_dir: SpecPath | None = Field(None, description="Where artifacts go (default runs/<name>); --out overrides.")
-
-    @field_validator("valuators")
-    @classmethod
-    def _some_valuator(cls, value: dict) -> dict:
-        if not value:
-            raise ValueError("declare at least one valuator, as 'label: {use: random}'")
-        return value
-
-    @field_validator("tracked")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as error:
-                raise ValueError(f"not a valid regular expression ({error})") from None
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not LABEL.match(value):
-            raise ValueError(f"a name is {LABEL_HELP}")
-        return value
-
-
-class Entry(Config):
-    """A spec entry: ``use`` names the plugin; every other key is the plugin's own option.
-
-    ``options`` holds options too: an option whose name is one of the entry's own keys
-    (``use``, and ``reference`` or ``selections`` where the section has them) goes there, so a
-    plugin may name its options anything.
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
-
-    use: str = Field(description="The plugin's registered name.")
-    options: dict[str, Any] = Field({}, description="Plugin options, for one named like a key of the entry.")
-
-    def plugin_options(self) -> tuple[dict[str, Any], list[str]]:
-        """The plugin's options, and the names given both flat and under ``options``."""
-        flat = dict(self.model_extra or {})
-        return {**flat, **self.options}, sorted(set(flat) & set(self.options))
-
-
-class SelectionEntry(Entry):
-    reference: str | None = Field(None, description="The valuator label whose bins every valuator's are matched to.")
-
-
-class TrainingEntry(Entry):
-    selections: list[str] | None = Field(None, description="The selection labels to fine-tune on; unset: every one.")
-
-
-SECTIONS = {"valuators": ("valuator", Entry), "selection": ("selector", SelectionEntry),
-            "training": ("trainer", TrainingEntry), "evaluation": ("evaluator", Entry)}
-"""Each plugin section of a spec: the role its entries fill and the entry's own keys."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +79,11 @@ class Spec:
         clashing = {k: v for k, v in config.items() if k in own or k == "options"}
         return {**own, **{k: v for k, v in config.items() if k not in clashing},
                 **({"options": clashing} if clashing else {})}
+
+    def ground_truth_trainer(self) -> Use:
+        """The training entry the retrain bank uses (the spec has a ``ground_truth`` section)."""
+        label = self.settings.ground_truth.trainer
+        return self.training[label] if label is not None else next(iter(self.training.values()))
 
     def trained_selections(self, use: Use) -> list[str]:
         """The selection labels a training entry fine-tunes on: its own list, else every one."""
@@ -331,14 +149,30 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
             if name not in chosen:
                 problems.append(Problem(("training", use.label, "selections", i),
                                         f"unknown selection label {name!r}; labels: {', '.join(map(str, chosen)) or 'none'}"))
-    if (trainers or evaluators) and not chosen:
-        problems.append(Problem(("training",) if trainers else ("evaluation",),
-                                "fine-tuning needs subsets to train on: add a 'selection' section"))
+    truth = settings.ground_truth if settings is not None else None
+    if truth is not None:
+        problems.extend(_ground_truth_trainer(truth, trainers, list(data.get("training") or {})))
+    if evaluators and not chosen:
+        problems.append(Problem(("evaluation",), "fine-tuning needs subsets to train on: add a 'selection' section"))
+    elif trainers and not chosen and truth is None:
+        problems.append(Problem(("training",), "fine-tuning needs subsets to train on: add a 'selection' section "
+                                               "(or a 'ground_truth' section that retrains with it)"))
     if evaluators and not trainers:
         problems.append(Problem(("evaluation",), "evaluators measure fine-tuned models: add a 'training' section"))
     if problems:
         raise ConfigError(str(source), problems, lines)
     return Spec(source=source, settings=settings, **uses)
+
+
+def _ground_truth_trainer(truth: GroundTruthSection, trainers: dict, labels: list) -> list[Problem]:
+    """The ground truth retrains with a training entry: the one it names, else the only one."""
+    if truth.trainer is None and len(labels) != 1:
+        why = "there is none: add a 'training' section" if not labels else f"there are {len(labels)}: name one"
+        return [Problem(("ground_truth", "trainer"), f"the retrain bank needs one training entry; {why}")]
+    if truth.trainer is not None and truth.trainer not in labels:
+        return [Problem(("ground_truth", "trainer"), f"unknown training label {truth.trainer!r}; labels: "
+                                                    f"{', '.join(map(str, labels)) or 'none'}")]
+    return []
 
 
 def _uses(entries: Any, section: str, registry: Registry, problems: list, source: Path) -> dict[str, Use]:

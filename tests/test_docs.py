@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from dvbench.harness import hookspecs
 from dvbench.harness.plugins import get_plugin_manager, load_registry
-from dvbench.harness.spec import SpecModel
+from dvbench.harness.schema import SpecModel
 
 ROOT = Path(__file__).parents[1]
 BUILTINS = load_registry(get_plugin_manager(autoload=False))

@@ -59,12 +59,12 @@ def train(ctx: RunContext, candidates: tuple[Example, ...], selections: dict[str
                     if not ids:
                         empty.setdefault(f"{selection}/{subset}", []).append(valuator)
                         continue
-                    unit = _unit(ctx, use, model, tuple(by_id[i] for i in ids))
-                    units.setdefault(unit.name, unit)
-                    names[use.label][(selection, valuator, subset)] = unit.name
+                    planned = unit(ctx, use, model, tuple(by_id[i] for i in ids))
+                    units.setdefault(planned.name, planned)
+                    names[use.label][(selection, valuator, subset)] = planned.name
         for subset, valuators in empty.items():
             ctx.log(f"training/{use.label}: {subset} is empty for {', '.join(valuators)}; not trained")
-    metrics = _fine_tune(ctx, model, list(units.values()))
+    metrics = fine_tune(ctx, model, list(units.values()))
     for use in ctx.spec.training.values():
         rows = [{"selection": selection, "valuator": valuator, "subset": subset, "model": name,
                  "examples": len(units[name].examples), **{k: metrics[name].get(k) for k in
@@ -75,14 +75,15 @@ def train(ctx: RunContext, candidates: tuple[Example, ...], selections: dict[str
     return names
 
 
-def _unit(ctx: RunContext, use: Use, model: Model, examples: tuple[Example, ...]) -> FineTune:
+def unit(ctx: RunContext, use: Use, model: Model, examples: tuple[Example, ...]) -> FineTune:
+    """The fine-tune of ``examples`` by ``use``'s trainer, named after everything that produces it."""
     producer = {**use.plugin.provenance(), **base_inputs(ctx, model), "examples": fingerprint(examples),
                 "count": len(examples)}
     name = f"{use.label}-{hashlib.sha256(canonical(producer).encode()).hexdigest()[:16]}"
     return FineTune(use, name, producer, examples)
 
 
-def _fine_tune(ctx: RunContext, model: Model, units: list[FineTune]) -> dict[str, dict]:
+def fine_tune(ctx: RunContext, model: Model, units: list[FineTune], what: str = "training") -> dict[str, dict]:
     """Every unit's metrics: saved ones reused, the rest trained by the executor, each saved as
     soon as it is done."""
     metrics = {}
@@ -93,7 +94,7 @@ def _fine_tune(ctx: RunContext, model: Model, units: list[FineTune]) -> dict[str
         elif why != "not computed yet":
             ctx.log(f"models/{unit.name}: training again, {why}")
     pending = [unit for unit in units if unit.name not in metrics]
-    with ctx.progress.task("training", len(units), "models") as advance:
+    with ctx.progress.task(what, len(units), "models") as advance:
         advance(len(metrics))
 
         def run(unit: FineTune) -> dict:

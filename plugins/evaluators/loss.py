@@ -50,16 +50,10 @@ class LossEvaluator(Evaluator):
 
     def losses(self, ref: ModelRef, examples, task: EvalTask) -> np.ndarray:
         """``L(θ, x)`` per example."""
-        from dvbench.harness.lm.loglik import answer_loglik
-        from dvbench.harness.lm.models import load_model
-        from dvbench.harness.lm.tokens import Encoder
+        from dvbench.harness.lm.losses import example_losses
 
-        model, tokenizer = load_model(ref)
-        encoder = Encoder(tokenizer, task.template)
         with task.progress.task("loss", len(examples), "examples") as advance:
-            result = answer_loglik(model, [encoder.zero_shot(e) for e in examples], batch_size=self.config.batch_size,
-                                   advance=advance)
-        return -result.mean
+            return example_losses(ref, examples, task.template, batch_size=self.config.batch_size, advance=advance)
 
 
 def _metrics(tuned: np.ndarray, base: np.ndarray) -> dict[str, float]:
