@@ -25,7 +25,7 @@ def test_overlap_ties_are_broken_by_id_not_row_order():
     frame = _frame(a=[1.0, 1.0, 1.0, 0.0], b=[0.0, 1.0, 1.0, 1.0])
     table = leaderboard.overlap(frame, [0.5])
     # a's top 2: c0, c1 (tie of three, lowest ids); b's top 2: c1, c2.
-    assert table.row(0, named=True) == {"a": "a", "b": "b", "q": 0.5, "k": 2, "overlap": 0.5}
+    assert table.drop("ci_low", "ci_high").row(0, named=True) == {"a": "a", "b": "b", "q": 0.5, "k": 2, "overlap": 0.5}
 
 
 def test_scores_from_different_pools_are_refused():
