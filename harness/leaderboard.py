@@ -2,6 +2,14 @@
 
 Inputs are a wide scores frame: ``candidate_id`` and one float column per valuator label,
 every valuator scoring the same pool.
+
+Spearman, overlap and defect detection carry a seeded percentile bootstrap interval
+(``ci_low``, ``ci_high``; :mod:`dvbench.harness.intervals`) that resamples the candidates: the
+statistic recomputed on ``M`` candidates drawn with replacement (:mod:`dvbench.harness.resampled`
+says how copies rank), at ``level`` (default 0.95) over ``B`` resamples (default 1000; 0: no
+interval, null). Undefined values (a constant valuator, a class absent) are null, and so is an
+interval whose every resample is undefined. :func:`directions` says which way each table is
+better. The ground-truth tables live in :mod:`dvbench.harness.ground_truth_tables`.
 """
 
 from __future__ import annotations
@@ -13,15 +21,37 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from dvbench.harness import ground_truth, intervals, resampled
 from dvbench.harness.records import Scores, Selection, best_first
 from dvbench.harness.sizes import count_of
 
 
-SPEARMAN_SCHEMA = {"a": pl.String, "b": pl.String, "rho": pl.Float64, "p_value": pl.Float64, "n": pl.Int64}
-OVERLAP_SCHEMA = {"a": pl.String, "b": pl.String, "q": pl.Float64, "k": pl.Int64, "overlap": pl.Float64}
+SPEARMAN_SCHEMA = {"a": pl.String, "b": pl.String, "rho": pl.Float64, "p_value": pl.Float64, "n": pl.Int64,
+                   "ci_low": pl.Float64, "ci_high": pl.Float64}
+OVERLAP_SCHEMA = {"a": pl.String, "b": pl.String, "q": pl.Float64, "k": pl.Int64, "overlap": pl.Float64,
+                  "ci_low": pl.Float64, "ci_high": pl.Float64}
 PER_ANCHOR_SCHEMA = {"a": pl.String, "b": pl.String, "anchors": pl.Int64, "median": pl.Float64,
                      "q25": pl.Float64, "q75": pl.Float64}
-DEFECT_AUC_SCHEMA = {"valuator": pl.String, "clean": pl.Int64, "defective": pl.Int64, "auc": pl.Float64}
+DEFECT_AUC_SCHEMA = {"valuator": pl.String, "clean": pl.Int64, "defective": pl.Int64, "auc": pl.Float64,
+                     "auc_low": pl.Float64, "auc_high": pl.Float64, "auprc": pl.Float64, "auprc_low": pl.Float64,
+                     "auprc_high": pl.Float64}
+
+DIRECTIONS = {
+    "spearman": "agreement, not quality: Spearman's rho of two valuators' scores over the pool (-1..1, 1 = same ranking)",
+    "overlap": "agreement, not quality: shared fraction of two valuators' top-q candidates (0..1; random "
+               "rankings share q on average)",
+    "spearman_per_anchor": "agreement, not quality: median per-anchor Spearman's rho of two valuators (-1..1)",
+    "selection_overlap": "agreement, not quality: shared fraction of two valuators' selected subsets (0..1)",
+    "defect_auc": "higher is better: auc = P(clean scores above defective), ties 1/2 (0..1, 0.5 = chance); "
+                  "auprc = average precision flagging low scores (0..1, chance = defective fraction)",
+    "evaluation": "per metric, as its evaluator states: win_rate higher is better (%, 50 = as good as the base "
+                  "model); losses lower are better (nats)",
+    "lds": "higher is better (Spearman's rho of predicted and measured subset effects, -1..1, 0 = no signal); "
+           "kind global and per_anchor are not comparable",
+    "removal": "higher is better (nats: anchors' mean loss after removing the valuator's top q minus after "
+               "random removals of the same size; 0 = no better than random)",
+    "fact_attribution": "higher is better (recall@k and MRR of the supporting candidates, 0..1)",
+}
 SELECTION_OVERLAP_SCHEMA = {"selection": pl.String, "subset": pl.String, "a": pl.String, "b": pl.String,
                             "k": pl.Int64, "overlap": pl.Float64}
 
@@ -43,11 +73,17 @@ def _labels(frame: pl.DataFrame) -> list[str]:
     return [c for c in frame.columns if c != "candidate_id"]
 
 
-def spearman(frame: pl.DataFrame) -> pl.DataFrame:
-    """Spearman's rho and its two-sided p-value (scipy) for every pair of valuators.
+def directions() -> dict[str, str]:
+    """One line per leaderboard table: which way is better, and the unit."""
+    return dict(DIRECTIONS)
+
+
+def spearman(frame: pl.DataFrame, *, level: float = 0.95, B: int = 1000, seed: int = 0) -> pl.DataFrame:
+    """Spearman's rho and its two-sided p-value (scipy) for every pair of valuators, with a
+    bootstrap interval over the candidates.
 
     Each column is ranked once (one ``spearmanr`` call on the whole matrix). A valuator whose
-    scores are all equal has no ranking: its rho and p-value are null.
+    scores are all equal has no ranking: its rho, p-value and interval are null.
     """
     from scipy.stats import spearmanr
 
@@ -60,20 +96,38 @@ def spearman(frame: pl.DataFrame) -> pl.DataFrame:
     rho, p = np.atleast_2d(result.statistic), np.atleast_2d(result.pvalue)
     if rho.shape == (1, 1):  # two columns: scipy returns scalars
         rho, p = np.array([[1.0, rho[0, 0]], [rho[0, 0], 1.0]]), np.array([[0.0, p[0, 0]], [p[0, 0], 0.0]])
-    rows = [{"a": labels[i], "b": labels[j], "rho": _finite(rho[i, j]), "p_value": _finite(p[i, j]),
-             "n": frame.height} for i, j in itertools.combinations(range(len(labels)), 2)]
+    pairs = list(itertools.combinations(range(len(labels)), 2))
+    values = [frame[label].to_numpy().astype(np.float64) for label in labels]
+    draws = {pair: [] for pair in pairs}
+    for counts in intervals.count_blocks(frame.height, B=B, seed=seed):
+        ranks = [resampled.average_ranks(v, counts) for v in values]
+        for i, j in pairs:
+            draws[(i, j)].append(resampled.pearson_of_ranks(ranks[i], ranks[j], counts))
+    rows = []
+    for i, j in pairs:
+        low, high = _interval(draws[(i, j)], level)
+        rows.append({"a": labels[i], "b": labels[j], "rho": _finite(rho[i, j]), "p_value": _finite(p[i, j]),
+                     "n": frame.height, "ci_low": low, "ci_high": high})
     return pl.DataFrame(rows, schema=SPEARMAN_SCHEMA)
+
+
+def _interval(draws: list[np.ndarray], level: float) -> tuple[float | None, float | None]:
+    low, high = intervals.percentile_interval(np.concatenate(draws) if draws else np.empty(0), level)
+    return _finite(low), _finite(high)
 
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def overlap(frame: pl.DataFrame, fractions: Sequence[float]) -> pl.DataFrame:
-    """``|top_q(A) & top_q(B)| / |top_q(A)|`` for every pair of valuators and fraction q.
+def overlap(frame: pl.DataFrame, fractions: Sequence[float], *, level: float = 0.95, B: int = 1000,
+            seed: int = 0) -> pl.DataFrame:
+    """``|top_q(A) & top_q(B)| / |top_q(A)|`` for every pair of valuators and fraction q, with a
+    bootstrap interval over the candidates (a resample's top q: its ``k`` best draws).
 
     ``top_q`` keeps ``round(q * M)`` candidates (half up, at least one), ties by candidate id.
     Each valuator is ranked once; a candidate's position in that ranking decides every q.
+    Two independent random rankings overlap by ``k / M`` (about q) on average.
     """
     ids = frame["candidate_id"].to_numpy()
     positions = {}
@@ -81,12 +135,20 @@ def overlap(frame: pl.DataFrame, fractions: Sequence[float]) -> pl.DataFrame:
         position = np.empty(frame.height, dtype=np.int64)
         position[best_first(ids, frame[label].to_numpy())] = np.arange(frame.height)
         positions[label] = position
+    sizes = [count_of(float(q), frame.height) for q in fractions]
+    pairs = list(itertools.combinations(positions, 2))
+    draws = {(i, pair): [] for i in range(len(sizes)) for pair in pairs}
+    for counts in intervals.count_blocks(frame.height if pairs else 0, B=B, seed=seed):
+        for i, k in enumerate(sizes):
+            kept = {label: resampled.top_k_copies(position, k, counts) for label, position in positions.items()}
+            for a, b in pairs:
+                draws[(i, (a, b))].append(np.minimum(kept[a], kept[b]).sum(1) / k)
     rows = []
-    for q in fractions:
-        k = count_of(float(q), frame.height)
-        for a, b in itertools.combinations(positions, 2):
+    for i, (q, k) in enumerate(zip(fractions, sizes)):
+        for a, b in pairs:
             shared = int(np.count_nonzero((positions[a] < k) & (positions[b] < k)))
-            rows.append({"a": a, "b": b, "q": float(q), "k": k, "overlap": shared / k})
+            low, high = _interval(draws[(i, (a, b))], level)
+            rows.append({"a": a, "b": b, "q": float(q), "k": k, "overlap": shared / k, "ci_low": low, "ci_high": high})
     return pl.DataFrame(rows, schema=OVERLAP_SCHEMA)
 
 
@@ -137,17 +199,33 @@ def spearman_per_anchor(scores: Mapping[str, Scores]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=PER_ANCHOR_SCHEMA)
 
 
-def defect_auc(frame: pl.DataFrame, defective: Sequence[bool]) -> pl.DataFrame:
+def defect_auc(frame: pl.DataFrame, defective: Sequence[bool], *, level: float = 0.95, B: int = 1000,
+               seed: int = 0) -> pl.DataFrame:
     """Per valuator, the probability that a clean candidate scores above a defective one (ties
-    count one half): the AUC of ranking clean candidates first (0.5: chance)."""
+    count one half): the AUC of ranking clean candidates first (0.5: chance); and the AUPRC,
+    average precision of flagging the lowest scores as defective
+    (:func:`~dvbench.harness.ground_truth.auprc`; chance: the defective fraction). Both with
+    bootstrap intervals over the candidates."""
     from scipy.stats import rankdata
 
     bad = np.asarray(defective, dtype=bool)
     clean, defects = int((~bad).sum()), int(bad.sum())
+    labels = _labels(frame)
+    values = {label: frame[label].to_numpy().astype(np.float64) for label in labels}
+    draws = {(label, metric): [] for label in labels for metric in ("auc", "auprc")}
+    for counts in intervals.count_blocks(frame.height if clean and defects else 0, B=B, seed=seed):
+        for label in labels:
+            draws[(label, "auc")].append(resampled.auc(values[label], bad, counts))
+            draws[(label, "auprc")].append(resampled.average_precision(values[label], bad, counts))
     rows = []
-    for label in _labels(frame):
-        ranks = rankdata(frame[label].to_numpy())
+    for label in labels:
+        ranks = rankdata(values[label])
         u = ranks[~bad].sum() - clean * (clean + 1) / 2
+        auc_low, auc_high = _interval(draws[(label, "auc")], level)
+        auprc_low, auprc_high = _interval(draws[(label, "auprc")], level)
         rows.append({"valuator": label, "clean": clean, "defective": defects,
-                     "auc": float(u / (clean * defects)) if clean and defects else None})
+                     "auc": float(u / (clean * defects)) if clean and defects else None,
+                     "auc_low": auc_low, "auc_high": auc_high,
+                     "auprc": _finite(ground_truth.auprc(values[label], bad)) if defects else None,
+                     "auprc_low": auprc_low, "auprc_high": auprc_high})
     return pl.DataFrame(rows, schema=DEFECT_AUC_SCHEMA)

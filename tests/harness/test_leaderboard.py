@@ -25,7 +25,7 @@ def test_overlap_ties_are_broken_by_id_not_row_order():
     frame = _frame(a=[1.0, 1.0, 1.0, 0.0], b=[0.0, 1.0, 1.0, 1.0])
     table = leaderboard.overlap(frame, [0.5])
     # a's top 2: c0, c1 (tie of three, lowest ids); b's top 2: c1, c2.
-    assert table.row(0, named=True) == {"a": "a", "b": "b", "q": 0.5, "k": 2, "overlap": 0.5}
+    assert table.drop("ci_low", "ci_high").row(0, named=True) == {"a": "a", "b": "b", "q": 0.5, "k": 2, "overlap": 0.5}
 
 
 def test_scores_from_different_pools_are_refused():
@@ -66,3 +66,83 @@ def test_defect_auc_counts_clean_over_defective_pairs():
     assert table["bad"]["auc"] == pytest.approx(naive(frame["bad"].to_list()))
     assert (table["good"]["clean"], table["good"]["defective"]) == (3, 2)
     assert leaderboard.defect_auc(frame, [False] * 5)["auc"].to_list() == [None, None]
+
+
+def _tied_frame():
+    import numpy as np
+
+    rng = np.random.default_rng(6)
+    return _frame(a=rng.integers(0, 4, 16).astype(float).tolist(), b=rng.integers(0, 3, 16).astype(float).tolist(),
+                  c=rng.normal(size=16).tolist())
+
+
+def test_existing_columns_keep_their_values():
+    """The old formulas, written out: scipy per pair, top-k sets by (score, id), pairs of AUC."""
+    import itertools
+
+    from scipy.stats import spearmanr
+
+    frame = _tied_frame()
+    for row, (a, b) in zip(leaderboard.spearman(frame).iter_rows(named=True), itertools.combinations("abc", 2)):
+        result = spearmanr(frame[a], frame[b])
+        assert (row["a"], row["b"], row["n"]) == (a, b, 16)
+        assert (row["rho"], row["p_value"]) == pytest.approx((result.statistic, result.pvalue))
+    ids = frame["candidate_id"].to_list()
+
+    def top(label, k):
+        return set(sorted(range(16), key=lambda i: (-frame[label][i], ids[i]))[:k])
+
+    table = leaderboard.overlap(frame, [0.25, 0.5])
+    expected = [(a, b, q, k, len(top(a, k) & top(b, k)) / k) for q, k in ((0.25, 4), (0.5, 8))
+                for a, b in itertools.combinations("abc", 2)]
+    assert table.select("a", "b", "q", "k", "overlap").rows() == expected
+    defective = [i % 3 == 0 for i in range(16)]
+    aucs = leaderboard.defect_auc(frame, defective)
+    for row in aucs.iter_rows(named=True):
+        values = frame[row["valuator"]].to_list()
+        pairs = [(c, d) for c, x in zip(values, defective) if not x for d, y in zip(values, defective) if y]
+        assert row["auc"] == pytest.approx(sum(1.0 if c > d else 0.5 if c == d else 0.0 for c, d in pairs) / len(pairs))
+    assert aucs.columns[:4] == ["valuator", "clean", "defective", "auc"]
+
+
+def test_intervals_resample_candidates_as_literal_loops():
+    import numpy as np
+    from scipy.stats import spearmanr
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    frame = _tied_frame()
+    a, b = frame["a"].to_numpy(), frame["b"].to_numpy()
+    defective = np.array([i % 3 == 0 for i in range(16)])
+    rng = np.random.default_rng(9)
+    rows = [rng.integers(0, 16, 16) for _ in range(200)]
+
+    def interval(values):
+        values = [v for v in values if np.isfinite(v)]
+        return tuple(np.quantile(values, [0.05, 0.95]))
+
+    rho = [spearmanr(a[r], b[r]).statistic for r in rows]
+    row = leaderboard.spearman(frame, level=0.9, B=200, seed=9).row(0, named=True)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(interval(rho))
+    ids = frame["candidate_id"].to_list()
+
+    def top(values, r, k):  # the k best draws: score, then id, then draw order
+        return set(sorted(range(16), key=lambda j: (-values[r[j]], ids[r[j]], j))[:k])
+
+    row = leaderboard.overlap(frame, [0.25], level=0.9, B=200, seed=9).row(0, named=True)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(interval([len(top(a, r, 4) & top(b, r, 4)) / 4
+                                                                     for r in rows]))
+    row = leaderboard.defect_auc(frame, defective.tolist(), level=0.9, B=200, seed=9).row(0, named=True)
+    kept = [r for r in rows if 0 < defective[r].sum() < 16]
+    assert (row["auc_low"], row["auc_high"]) == pytest.approx(interval([roc_auc_score(~defective[r], a[r])
+                                                                        for r in kept]))
+    assert row["auprc"] == pytest.approx(average_precision_score(defective, -a))
+    assert (row["auprc_low"], row["auprc_high"]) == pytest.approx(interval([average_precision_score(defective[r], -a[r])
+                                                                            for r in kept]))
+    assert leaderboard.spearman(frame, B=0)["ci_low"].to_list() == [None] * 3
+
+
+def test_every_table_states_its_direction():
+    directions = leaderboard.directions()
+    for table in ("spearman", "overlap", "spearman_per_anchor", "selection_overlap", "defect_auc", "evaluation",
+                  "lds", "removal", "fact_attribution"):
+        assert "better" in directions[table] or "not quality" in directions[table]
