@@ -93,7 +93,8 @@ class Runner:
             with self._timed(result, "ground truth"):
                 result.truth = ground_truth.measure(ctx, data, result.scores, result.model)
         with self._timed(result, "leaderboard"):
-            result.tables = leaderboard.tables(ctx, data, result.scores, result.selections, result.evaluations)
+            result.tables = leaderboard.tables(ctx, data, result.scores, result.selections, result.evaluations,
+                                               result.truth)
         self._write_run_json(result, started)
         return result
 

@@ -118,6 +118,10 @@ class LeaderboardSection(Config):
     )
     scatter: list[str] | None = Field(None, min_length=2, max_length=2, description="The two valuator labels of "
                                       "the scatter plot; unset: the first two.")
+    level: float = Field(0.95, gt=0, lt=1, description="Confidence level of every table's bootstrap interval "
+                                                       "(ci_low, ci_high).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples per interval, seeded by the spec's seed; "
+                                                  "0: no intervals.")
 
     @field_validator("overlap_fractions")
     @classmethod

@@ -26,6 +26,7 @@ class OneSgdStep(Trainer):
 
     name = "one_sgd_step"
     calls = 0
+    seen: set[tuple[str, ...]] = set()  # the examples' ids of every training
 
     class Config(Config):
         eta: float = Field(1e-5, gt=0, description="Step size.")
@@ -38,6 +39,7 @@ class OneSgdStep(Trainer):
         from dvbench.harness.lm.tokens import Encoder
 
         type(self).calls += 1
+        type(self).seen.add(tuple(z.id for z in task.examples))
         model, tokenizer = load_model(task.model)
         encoder = Encoder(tokenizer, task.template)
         weights = [m.weight for m in tracked_linears(model).values()]
@@ -111,6 +113,9 @@ def test_grad_ip_predicts_one_sgd_step_retraining(run_at, eta):
     random_lds = np.mean([spearmanr(truth.subsets.astype(float) @ result.scores["random"].values,
                                     -losses[:, i]).statistic for i in range(3)])
     assert abs(random_lds) < lds and lds > 0.9
+    table = result.tables["lds"].filter((pl.col("valuator") == "grad_ip") & (pl.col("kind") == "per_anchor"))
+    assert table["lds"].item() == pytest.approx(lds, abs=1e-12)
+    assert table["ci_low"].item() <= table["lds"].item() <= table["ci_high"].item()
     saved = pl.read_parquet(folder / "out/ground_truth/losses.parquet")
     assert saved.filter(pl.col("kind") == "subset").height == 12 * 3
     assert np.array_equal(saved.filter(pl.col("kind") == "base")["loss"].to_numpy(), truth.base_losses)
@@ -122,6 +127,16 @@ def test_removal_retrains_leave_out_each_valuators_top_and_random_sets(run_at):
     randoms, _ = result.truth.of("random")
     assert sorted((r.valuator, r.q) for r in removals) == [("grad_ip", 0.25), ("random", 0.25)]
     assert [(r.k, r.q) for r in randoms] == [(0, 0.25), (1, 0.25)]
+    losses = {r: row for r, row in zip(*result.truth.of("removal"))}
+    random_mean = np.mean([row.mean() for row in result.truth.of("random")[1]])
+    table = result.tables["removal"]
+    for r, row in losses.items():
+        got = table.filter(pl.col("valuator") == r.valuator)["effect"].item()
+        assert got == pytest.approx(row.mean() - random_mean, abs=1e-12)
+    for label in ("grad_ip", "random"):  # the model retrained without the top 4, by a plain sort
+        valued = result.scores[label]
+        top = {cid for _, cid in sorted(zip(-valued.values, valued.candidate_ids))[:4]}
+        assert tuple(c for c in valued.candidate_ids if c not in top) in OneSgdStep.seen
 
 
 def test_a_second_run_trains_nothing_and_an_interrupted_bank_resumes_to_the_same_bytes(run_at, tmp_path):

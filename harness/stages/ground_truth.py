@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from dvbench.harness.artifacts import fingerprint
+from dvbench.harness.ground_truth_tables import Bank, Removals
 from dvbench.harness.records import Example, ModelRef, Scores
 from dvbench.harness.stages import training
 from dvbench.harness.stages.context import RunContext
@@ -59,6 +60,20 @@ class Measured:
     def of(self, kind: str) -> tuple[list[Retrain], np.ndarray]:
         rows = [i for i, r in enumerate(self.retrains) if r.kind == kind]
         return [self.retrains[i] for i in rows], self.losses[rows]
+
+    def bank(self, candidate_ids: tuple[str, ...]) -> Bank:
+        """The retrain bank, as the leaderboard's LDS takes it."""
+        return Bank(candidate_ids, self.anchor_ids, self.subsets, self.of("subset")[1], self.base_losses)
+
+    def removals(self) -> Removals | None:
+        """The removal retrains, as the leaderboard's removal table takes them; None without any."""
+        removed, losses = self.of("removal")
+        if not removed:
+            return None
+        randoms, random_losses = self.of("random")
+        by_q = {q: np.array([row for r, row in zip(randoms, random_losses) if r.q == q])
+                for q in sorted({r.q for r in randoms})}
+        return Removals(self.anchor_ids, {(r.valuator, r.q): row for r, row in zip(removed, losses)}, by_q)
 
 
 def subsets(seed: int, count: int, size: int, pool: int) -> np.ndarray:
