@@ -167,7 +167,8 @@ def test_planted_facts_are_supported_by_exactly_the_candidates_that_state_them()
 def test_no_planted_facts_gives_the_data_of_before():
     plain = generate(300, 20, 40, defect_fraction=0.2, seed=1)
     assert generate(300, 20, 40, defect_fraction=0.2, seed=1, facts=0) == plain
-    assert not any("supported_by" in a.meta or "supports" in c.meta for a in plain["anchors"] for c in plain["candidates"])
+    assert not any("supported_by" in a.meta for a in plain["anchors"])
+    assert not any("supports" in c.meta for c in plain["candidates"])
 
 
 def test_planted_facts_need_room():

@@ -115,7 +115,8 @@ LAST_MLPS = r"layers\.(2[89])\.mlp"  # the embedded model's last two of 30 block
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/alpaca_gpt4 (real Alpaca-GPT4 rows) is not beside the project")
+@pytest.mark.skipif(not SHARED.is_dir(),
+                    reason="../shared/data/alpaca_gpt4 (real Alpaca-GPT4 rows) is not beside the project")
 def test_real_rows_step_effect_is_first_order_in_the_default_dtype():
     """On real rows, the float32 embedded model and η = 2e-5: one_step's change equals
     η ∇L(x)·∇L(z) (autograd here) to first order, not rounding. Where the true second-order term
