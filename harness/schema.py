@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from dvbench.harness.config import Config, ExistingPath, SpecPath
-from dvbench.harness.data.generated import FAMILIES
+from dvbench.harness.data.generated import FACT_PAIRS, FACTS_BY_DEFAULT, FAMILIES
 from dvbench.harness.records import ModelRef
 from dvbench.harness.template import NAMES, Template
 
@@ -75,6 +75,25 @@ class GeneratedSource(Config):
         list(FAMILIES), min_length=1, description="Task families to draw from."
     )
     seed: int | None = Field(None, ge=0, description="Generator seed; the spec's seed when unset.")
+    facts: int | None = Field(None, ge=0, le=len(FACT_PAIRS),
+                              description="Anchors that are planted facts, each with one known supporting "
+                                          f"candidate; unset: min(anchors // 4, {FACTS_BY_DEFAULT}).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_facts(cls, data: Any) -> Any:
+        """Unset ``facts`` becomes ``min(anchors // 4, FACTS_BY_DEFAULT)``: none below 4 anchors."""
+        if isinstance(data, dict) and data.get("facts") is None:
+            anchors = data.get("anchors", cls.model_fields["anchors"].default)
+            data = {**data, "facts": min(anchors // 4, FACTS_BY_DEFAULT) if isinstance(anchors, int) else 0}
+        return data
+
+    @model_validator(mode="after")
+    def _room_for_facts(self) -> GeneratedSource:
+        if self.facts > min(self.anchors, self.candidates):
+            raise ValueError(f"facts ({self.facts}) must be at most anchors ({self.anchors}) and candidates "
+                             f"({self.candidates}): each planted fact is one anchor and one candidate")
+        return self
 
 
 class DataSection(Config):

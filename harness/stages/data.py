@@ -25,7 +25,8 @@ def load_data(spec: Spec) -> Data:
     if section.generated is not None:
         g = section.generated
         splits = generate(g.candidates, g.anchors, g.eval, defect_fraction=g.defect_fraction,
-                          families=tuple(g.families), seed=spec.settings.seed if g.seed is None else g.seed)
+                          families=tuple(g.families), seed=spec.settings.seed if g.seed is None else g.seed,
+                          facts=g.facts)
         return Data(**splits)
 
     def examples(source, require_output=True):

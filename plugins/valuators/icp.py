@@ -13,6 +13,10 @@ and shares its keys and values across every anchor (a pair whose demonstration t
 cut is scored alone; one whose demonstration was cut away entirely is the zero-shot sequence,
 so it ties exactly). The aggregates are :mod:`dvbench.harness.aggregate`'s.
 
+Noise floor (:mod:`~dvbench.harness.lm.noise`): every anchor is scored again alone and
+compared with its batched zero-shot score; the largest gap is ``noise_floor`` and the share of
+pairs whose |s_os − s_zs| is at most it ``below_noise_floor``, both in the stats.
+
 Saved beside the scores (``details``): ``zero_shot_sum`` (N), ``answer_tokens`` (N) and
 ``one_shot_sum`` (N x M): every aggregate derives from them. The work is kept in shards of
 candidates, so an interrupted run resumes and ``aggregate`` variants share it.
@@ -31,6 +35,7 @@ from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.noise import noise_stats, rescoring_spread
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
@@ -67,6 +72,7 @@ class IcpValuator(Valuator):
         if not anchors:
             raise InputError("icp needs at least one anchor; give data.anchors (or data.generated.anchors)")
         zero = shards.get("zero_shot") or shards.put("zero_shot", self._zero_shot(model, encoder, anchors))
+        floor = shards.get("noise_floor") or shards.put("noise_floor", self._noise_floor(model, encoder, anchors, zero))
         order = np.argsort([-len(encoder.zero_shot(x).ids) for x in anchors], kind="stable")
         with task.progress.task(f"icp {len(candidates)} x {len(anchors)}", len(candidates) * len(anchors),
                                 "pairs") as advance:
@@ -85,7 +91,7 @@ class IcpValuator(Valuator):
         one_shot_sum = np.concatenate([b["one_shot_sum"] for b in blocks], axis=1)
         cut = zero["truncated"] + sum(b["truncated"] for b in blocks)
         difference = (one_shot_sum - zero["zero_shot_sum"][:, None]) / zero["answer_tokens"][:, None]  # s_os - s_zs
-        stats = {**tie_stats(difference),
+        stats = {**tie_stats(difference), **noise_stats(difference, float(floor["noise_floor"])),
                  **{f"cut_{what}": int(n) for what, n in zip(("answers", "demonstrations", "queries"), cut)}}
         details = {"zero_shot_sum": zero["zero_shot_sum"], "answer_tokens": zero["answer_tokens"],
                    "one_shot_sum": one_shot_sum}
@@ -99,6 +105,12 @@ class IcpValuator(Valuator):
         result = answer_loglik(model, [encoder.zero_shot(x) for x in anchors], batch_size=self.config.batch_size,
                                padding_side=self.config.padding_side)
         return {"zero_shot_sum": result.sum, "answer_tokens": result.count, "truncated": _cuts(encoder)}
+
+    def _noise_floor(self, model, encoder: Encoder, anchors, zero) -> dict[str, np.ndarray]:
+        """Each anchor scored again alone against its batched zero-shot score."""
+        sequences = [encoder.zero_shot(x) for x in anchors]
+        batched = zero["zero_shot_sum"] / zero["answer_tokens"]
+        return {"noise_floor": np.float64(rescoring_spread(model, sequences, batched))}
 
 
 def _cuts(encoder: Encoder) -> np.ndarray:

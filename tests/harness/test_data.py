@@ -6,7 +6,7 @@ import pytest
 from dvbench.harness.errors import InputError
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.rows import content_id, examples_from_rows
-from dvbench.harness.data.generated import FACTS, FAMILIES, generate
+from dvbench.harness.data.generated import FACT_PAIRS, FACTS, FAMILIES, generate
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 
@@ -128,3 +128,51 @@ def test_one_validation_path_for_rows_from_any_source():
     with pytest.raises(InputError, match=r"^hub dataset x \(split train\): row 2: field 'output' is missing or empty"):
         examples_from_rows("hub dataset x (split train)", rows)
     assert len(examples_from_rows("source", rows, require_output=False)) == 2
+
+
+def _fact(question: str, answer: str) -> int:
+    """The index of the fact pair a (question, answer) row states, either way round."""
+    (index,) = [i for i, pair in enumerate(FACT_PAIRS) if (question, answer) in pair]
+    return index
+
+
+def test_planted_facts_are_supported_by_exactly_the_candidates_that_state_them():
+    data = generate(300, 16, 32, defect_fraction=0.3, seed=4, facts=6)
+    assert len(data["anchors"]) == 16 and len(data["candidates"]) == 300  # the counts stay the totals
+    planted = [a for a in data["anchors"] if "supported_by" in a.meta]
+    assert len(planted) == 6 and all(a.subset == "facts" and a.input == "" for a in planted)
+    by_id = {c.id: c for c in data["candidates"]}
+    states = {}  # fact pair -> every row, in any split, stating it (borrowed defect answers included)
+    for split, rows in data.items():
+        for e in rows:
+            for pair_index, pair in enumerate(FACT_PAIRS):
+                if e.output in (pair[0][1], pair[1][1]) or e.instruction in (pair[0][0], pair[1][0]):
+                    states.setdefault(pair_index, []).append((split, e.id))
+    for anchor in planted:
+        (supporter,) = [by_id[i] for i in anchor.meta["supported_by"]]
+        assert supporter.meta == {"defect": None, "supports": [anchor.id]}
+        pair = _fact(anchor.instruction, anchor.output)
+        assert _fact(supporter.instruction, supporter.output) == pair and supporter.instruction != anchor.instruction
+        assert sorted(states[pair]) == sorted([("anchors", anchor.id), ("candidates", supporter.id)])
+    supporters = [c for c in data["candidates"] if "supports" in c.meta]
+    assert len(supporters) == 6 and len({c.id for c in supporters}) == 6
+    defects = [c for c in data["candidates"] if c.meta["defect"]]
+    assert 80 <= len(defects) <= 90 and not {c.id for c in defects} & {c.id for c in supporters}
+    assert generate(300, 16, 32, defect_fraction=0.3, seed=4, facts=6) == data
+    assert [e.meta for e in generate(300, 16, 32, defect_fraction=0.3, seed=4, facts=6)["anchors"]] == \
+        [e.meta for e in data["anchors"]]
+    assert generate(300, 16, 32, defect_fraction=0.3, seed=5, facts=6)["anchors"] != data["anchors"]
+
+
+def test_no_planted_facts_gives_the_data_of_before():
+    plain = generate(300, 20, 40, defect_fraction=0.2, seed=1)
+    assert generate(300, 20, 40, defect_fraction=0.2, seed=1, facts=0) == plain
+    assert not any("supported_by" in a.meta for a in plain["anchors"])
+    assert not any("supports" in c.meta for c in plain["candidates"])
+
+
+def test_planted_facts_need_room():
+    with pytest.raises(InputError, match="facts is 5; it may be at most the anchors \\(4\\)"):
+        generate(10, 4, 0, facts=5)
+    with pytest.raises(InputError, match="ran out of distinct questions"):  # 40 planted leave the family none
+        generate(50, 40, 0, families=("facts",), facts=40)

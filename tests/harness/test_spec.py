@@ -85,6 +85,8 @@ def test_missing_file_and_unknown_reference(tmp_path):
     ("name: x\ndata: {}\nvaluators: {r: {use: random}}\n", "data (line 2): give 'generated' or a 'candidates' file"),
     ("name: x\ndata: {generated: {}}\nvaluators: {r: random}\n", "valuators.r (line 3): expected a mapping with 'use:"),
     ("name: x\ndata: {generated: {}}\nvaluators: {../x: {use: random}}\n", "valuators.../x (line 3): a label is"),
+    ("name: x\ndata: {generated: {anchors: 2, facts: 3}}\nvaluators: {r: {use: random}}\n",
+     "facts (3) must be at most anchors (2) and candidates (300)"),
 ])
 def test_malformed_specs(tmp_path, text, expected):
     assert expected in _error(tmp_path, text)
@@ -196,3 +198,10 @@ def test_an_alias_is_walked_once_and_its_problems_keep_a_line(tmp_path):
     message = _error(tmp_path, text)
     assert "valuators.rand.sed (line 7): unknown key 'sed'" in message
     assert "valuators.again.sed (line 8): unknown key 'sed'" in message
+
+
+@pytest.mark.parametrize("generated, facts", [("{}", 4), ("{anchors: 3}", 0), ("{anchors: 100}", 8),
+                                               ("{anchors: 16, facts: 0}", 0), ("{anchors: 16, facts: 10}", 10)])
+def test_planted_facts_default_to_a_quarter_of_the_anchors(tmp_path, generated, facts):
+    spec = load_spec(_spec(tmp_path, f"name: x\ndata: {{generated: {generated}}}\nvaluators: {{r: {{use: random}}}}\n"))
+    assert spec.settings.data.generated.facts == facts

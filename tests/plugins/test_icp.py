@@ -56,7 +56,9 @@ def test_equals_the_naive_per_pair_computation(task, expected, prefix_cache, pad
     scores = _icp(prefix_cache=prefix_cache, padding_side=padding_side, batch_size=batch_size).score(task)
     np.testing.assert_allclose(scores.per_anchor, expected, rtol=0, atol=1e-10)
     assert scores.values.tolist() == (expected > 0).mean(axis=0).tolist()
-    assert scores.stats == {"pairs": 35, "ties": 0, "cut_answers": 0, "cut_demonstrations": 0, "cut_queries": 0}
+    stats = dict(scores.stats)
+    assert stats.pop("noise_floor") < 1e-9 and stats.pop("below_noise_floor") == 0  # float64: no pair near rounding
+    assert stats == {"pairs": 35, "ties": 0, "cut_answers": 0, "cut_demonstrations": 0, "cut_queries": 0}
 
 
 def test_mean_difference_and_details(task, expected):
@@ -119,7 +121,8 @@ def test_progress_counts_pairs_and_shards_resume(task, expected, tmp_path, monke
     first = _icp().score(work)
     assert list(progress.seen.values()) == [[35, 35]]
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [
-        f"{name}.npz{hashed}" for name in ("one_shot-00000000", "one_shot-00000003", "one_shot-00000006", "zero_shot")
+        f"{name}.npz{hashed}" for name in ("noise_floor", "one_shot-00000000", "one_shot-00000003",
+                                   "one_shot-00000006", "zero_shot")
         for hashed in ("", ".sha256")]
 
     (tmp_path / "work" / "one_shot-00000003.npz").unlink()  # as if killed while computing it

@@ -1,6 +1,8 @@
 """one_step against a literal deep copy of the model stepped with torch.optim."""
 
 import copy
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +89,71 @@ def test_parameters_are_restored_bit_for_bit(task, monkeypatch):
 
 def test_contract(task):
     check_valuator(OneStepValuator, OneStepValuator.Config(learning_rate=LR), task=task)
+
+
+def test_noise_floor_stats(task):
+    stats = OneStepValuator(OneStepValuator.Config(learning_rate=LR)).score(task).stats
+    assert stats["noise_floor"] < 1e-9 and stats["below_noise_floor"] == 0  # float64: far above rounding
+    assert stats["pairs"] == 20 and stats["ties"] == 0
+    as_float32 = dataclasses.replace(task, model=dataclasses.replace(task.model, dtype="float32"))
+    tiny_step = OneStepValuator.Config(learning_rate=1e-6, precision="model")
+    stats = OneStepValuator(tiny_step).score(as_float32).stats
+    assert 0 <= stats["noise_floor"] < 1e-4 and 0 <= stats["below_noise_floor"] <= 1
+
+
+def test_float64_by_default_whatever_the_model_dtype(task):
+    as_float32 = dataclasses.replace(task, model=dataclasses.replace(task.model, dtype="float32"))
+    config = OneStepValuator.Config(learning_rate=2e-5)
+    upcast = OneStepValuator(config).score(as_float32)
+    assert np.array_equal(upcast.per_anchor, OneStepValuator(config).score(task).per_anchor)
+    in_float32 = OneStepValuator(config.model_copy(update={"precision": "model"})).score(as_float32)
+    assert not np.array_equal(in_float32.per_anchor, upcast.per_anchor)
+
+
+SHARED = Path(__file__).parents[2].parent / "shared" / "data" / "alpaca_gpt4"
+LAST_MLPS = r"layers\.(2[89])\.mlp"  # the embedded model's last two of 30 blocks
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(),
+                    reason="../shared/data/alpaca_gpt4 (real Alpaca-GPT4 rows) is not beside the project")
+def test_real_rows_step_effect_is_first_order_in_the_default_dtype():
+    """On real rows, the float32 embedded model and η = 2e-5: one_step's change equals
+    η ∇L(x)·∇L(z) (autograd here) to first order, not rounding. Where the true second-order term
+    is large (seen from a step twice as long: Δ(2η) ≈ 2Δ(η) when first order holds), the first
+    order is checked by Richardson extrapolation, 2Δ(η) − Δ(2η)/2 = η ∇L(x)·∇L(z) + O(η³)."""
+    from dvbench.harness.data.files import load_examples
+
+    shortest = lambda rows, n: sorted(rows, key=lambda e: len(e.instruction + e.input + e.output))[:n]  # noqa: E731
+    candidates = shortest(load_examples(SHARED / "candidates_sample.jsonl")[:200], 4)
+    anchors = shortest(load_examples(SHARED / "kmeans100_anchors.jsonl"), 4)
+    task = ValuationTask(tuple(candidates), tuple(anchors), ModelRef("embedded"), tracked=LAST_MLPS)
+    model, tokenizer = load_model(task.model)
+    assert model.config.num_hidden_layers == 30 and model.dtype == torch.float32
+    enc = Encoder(tokenizer, task.template)
+    weights = [m.weight for m in tracked_linears(model, LAST_MLPS).values()]
+    assert len(weights) == 6
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def grad(seq):
+        for w in weights:
+            w.requires_grad_(True)
+        found = torch.autograd.grad(-_mean_logprob(model, seq), weights)
+        for w in weights:
+            w.requires_grad_(False)
+        return torch.cat([g.double().flatten() for g in found])
+
+    gz = torch.stack([grad(enc.training(z)) for z in candidates])
+    gx = torch.stack([grad(enc.zero_shot(x)) for x in anchors])
+    first_order = 2e-5 * (gx @ gz.T).numpy()
+    change = {lr: OneStepValuator(OneStepValuator.Config(learning_rate=lr, aggregate="mean_difference"))
+              .score(task) for lr in (2e-5, 4e-5)}
+    step, double = change[2e-5].per_anchor, change[4e-5].per_anchor
+    ratio = step / first_order
+    second_order = np.abs(1 - double / (2 * step))  # the share of the change that is not first order
+    assert ratio[second_order < 0.05].min() >= 0.9 and ratio[second_order < 0.05].max() <= 1.1
+    assert (second_order < 0.05).mean() >= 0.75
+    extrapolated = (2 * step - double / 2) / first_order
+    assert extrapolated.min() >= 0.9 and extrapolated.max() <= 1.1
+    assert change[2e-5].stats["below_noise_floor"] == 0
