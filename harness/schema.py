@@ -131,6 +131,14 @@ class TemplateSection(Config):
         return Template(**self.model_dump())
 
 
+def _within(fractions: list[float], one_allowed: bool) -> list[float]:
+    """``fractions``, each in (0, 1] (or (0, 1) unless ``one_allowed``); else a ValueError."""
+    for q in fractions:
+        if not (0.0 < q < 1.0 or (one_allowed and q == 1.0)):
+            raise ValueError(f"each fraction must lie in (0, 1{']' if one_allowed else ')'}, got {q}")
+    return fractions
+
+
 class LeaderboardSection(Config):
     overlap_fractions: list[float] = Field(
         [0.05, 0.1, 0.2, 0.5], min_length=1, description="Fractions q for the top-q overlap table."
@@ -145,10 +153,7 @@ class LeaderboardSection(Config):
     @field_validator("overlap_fractions")
     @classmethod
     def _fractions(cls, value: list[float]) -> list[float]:
-        for q in value:
-            if not 0.0 < q <= 1.0:
-                raise ValueError(f"each fraction must lie in (0, 1], got {q}")
-        return value
+        return _within(value, one_allowed=True)
 
 
 class GroundTruthSection(Config):
@@ -164,10 +169,7 @@ class GroundTruthSection(Config):
     @field_validator("removal")
     @classmethod
     def _fractions(cls, value: list[float]) -> list[float]:
-        for q in value:
-            if not 0.0 < q < 1.0:
-                raise ValueError(f"each fraction must lie in (0, 1), got {q}")
-        return value
+        return _within(value, one_allowed=False)
 
 
 class SpecModel(Config):
