@@ -180,7 +180,7 @@ CATALOGUE = {
     "scores folder links outside the run": (_then(_with(), _link_out("scores")), "run",
                                             "through the symbolic link"),
     "truncated weights": (_then(_with(model={"name": "broken"}, valuators={"g": {"use": "grad_ip"}}), _broken_weights),
-                          "run", "cannot load the model"),
+                          "run", "cannot load the weights of model"),
     # scores files and selections
     "scores file missing ids": (_scores_file("s.csv", "candidate_id,score\nr0,1\n"), "run",
                                 "no score for 5 of 6 candidates"),

@@ -162,7 +162,7 @@ def load_model(ref: ModelRef):
     tokenizer = _tokenizer(ref, resolved)
     if (resolved.path / PARTIAL).is_file():
         return _partial(ref, resolved.path), tokenizer
-    with _input_errors(ref, resolved, "model"), quiet_bars():
+    with _input_errors(ref, resolved, "weights"), quiet_bars():
         model = AutoModelForCausalLM.from_pretrained(
             resolved.path,
             dtype=getattr(torch, ref.dtype),

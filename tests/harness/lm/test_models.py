@@ -189,7 +189,7 @@ def test_a_file_is_not_a_model(tmp_path):
 
 def test_folder_without_weights_names_the_source(folder):
     (folder / "model.safetensors").unlink()
-    with pytest.raises(InputError, match=f"cannot load the model of model '{folder}'") as error:
+    with pytest.raises(InputError, match=f"cannot load the weights of model '{folder}'") as error:
         load_model(ModelRef(str(folder)))
     assert "\n" not in str(error.value)
 
