@@ -1,5 +1,6 @@
 """Killing `dvbench run` mid-scoring (SIGKILL), stopping it (SIGTERM, as a scheduler or a
-container stop does) or interrupting it (Ctrl-C) loses nothing: the rerun resumes from the finished shards and ends bit for bit where an uninterrupted run does.
+container stop does) or interrupting it (Ctrl-C) loses nothing: the rerun resumes from the
+finished shards and ends bit for bit where an uninterrupted run does.
 
 The interrupted run is a real process (killing it is the point); the rerun, which has only the
 folder to go on, and the uninterrupted reference run in this one. Three shards of 64 candidates:
