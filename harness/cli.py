@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, console) -> int:
+    from dvbench.harness.leaderboard import summary
     from dvbench.harness.progress import RichProgress
+    from dvbench.harness.report import summary_table
     from dvbench.harness.runner import Runner
     from dvbench.harness.spec import load_spec
 
@@ -78,6 +80,7 @@ def _run(args, console) -> int:
     runner = Runner(spec, args.out, RichProgress(), log=lambda line: console.print(line, highlight=False, soft_wrap=True))
     result = runner.run()
     _print_tables(console, result.tables)
+    console.print(summary_table(summary(result.tables, result.seconds), spec.settings.leaderboard.level))
     timings = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items())
     console.print(f"wrote {result.out} ({timings})", highlight=False)
     return 0

@@ -229,3 +229,37 @@ def defect_auc(frame: pl.DataFrame, defective: Sequence[bool], *, level: float =
                      "auprc": _finite(ground_truth.auprc(values[label], bad)) if defects else None,
                      "auprc_low": auprc_low, "auprc_high": auprc_high})
     return pl.DataFrame(rows, schema=DEFECT_AUC_SCHEMA)
+
+
+SUMMARY_SCHEMA = {"valuator": pl.String, "lds": pl.Float64, "lds_low": pl.Float64, "lds_high": pl.Float64,
+                  "lds_kind": pl.String, "removal": pl.Float64, "removal_low": pl.Float64,
+                  "removal_high": pl.Float64, "fact_mrr": pl.Float64, "auc": pl.Float64, "auprc": pl.Float64,
+                  "seconds": pl.Float64}
+
+
+def summary(tables: Mapping[str, pl.DataFrame], seconds: Mapping[str, float]) -> pl.DataFrame:
+    """One row per valuator of the headline ground-truth numbers, each higher-is-better: LDS (the
+    per-anchor kind where the valuator has a matrix, else the global kind, named in ``lds_kind``),
+    the removal effect at the smallest q, the planted-fact MRR, the defect AUC and AUPRC; and the
+    seconds its scores took. Missing tables leave nulls."""
+
+    def first(name: str, label: str, *conditions) -> dict:
+        table = tables.get(name)
+        if table is None:
+            return {}
+        rows = table.filter(pl.col("valuator") == label, *conditions)
+        return rows.row(0, named=True) if rows.height else {}
+
+    rows = []
+    for label in seconds:
+        lds = first("lds", label, pl.col("kind") == "per_anchor") or first("lds", label)
+        q = tables["removal"]["q"].min() if "removal" in tables else None
+        removal = first("removal", label, pl.col("q") == q) if q is not None else {}
+        fact = first("fact_attribution", label, pl.col("metric") == "mrr")
+        defect = first("defect_auc", label)
+        rows.append({"valuator": label, "lds": lds.get("lds"), "lds_low": lds.get("ci_low"),
+                     "lds_high": lds.get("ci_high"), "lds_kind": lds.get("kind"), "removal": removal.get("effect"),
+                     "removal_low": removal.get("ci_low"), "removal_high": removal.get("ci_high"),
+                     "fact_mrr": fact.get("value"), "auc": defect.get("auc"), "auprc": defect.get("auprc"),
+                     "seconds": seconds[label]})
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)

@@ -36,6 +36,7 @@ class RunResult:
     out: Path
     model: Model | None = None
     scores: dict[str, Scores] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per valuator
     selections: dict[str, dict[str, Selection]] = field(default_factory=dict)
     trained: training.Trained = field(default_factory=dict)
     evaluations: dict[str, pl.DataFrame] = field(default_factory=dict)
@@ -105,7 +106,7 @@ class Runner:
         with self._timed(result, "model"):
             result.model = prepare_model(self.ctx, data)
         with self._timed(result, "valuation"):
-            result.scores = valuation.value(self.ctx, data, result.model)
+            result.scores, result.seconds = valuation.value(self.ctx, data, result.model)
         return result, data
 
     @contextmanager
@@ -129,6 +130,7 @@ class Runner:
             "model": result.model.identity,
             "tokens": result.model.tokens,
             "timings_s": result.timings,
+            "valuator_seconds": result.seconds,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         }
         write_text_atomic(self.out / "run.json", json.dumps(record, indent=2) + "\n")

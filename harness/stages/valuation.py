@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,20 +27,23 @@ from dvbench.harness.stages.data import Data
 from dvbench.harness.stages.model import Model
 
 
-def value(ctx: RunContext, data: Data, model: Model) -> dict[str, Scores]:
-    """``{label: scores}`` for every valuator of the spec, in the spec's order."""
+def value(ctx: RunContext, data: Data, model: Model) -> tuple[dict[str, Scores], dict[str, float]]:
+    """``{label: scores}`` for every valuator of the spec, in the spec's order, and the seconds
+    each took in this run (reused scores: the seconds of reading them)."""
     settings = ctx.spec.settings
     inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
               "template": asdict(ctx.spec.template), "tracked": settings.tracked, "seed": settings.seed}
-    scores = {}
+    scores, seconds = {}, {}
     with ctx.progress.task("valuation", len(ctx.spec.valuators), "valuators") as advance:
         for use in ctx.spec.valuators.values():
             producer = {**use.plugin.provenance(), **inputs}
             if use.plugin.needs_model:
                 producer["model"] = model.identity
+            start = time.perf_counter()
             scores[use.label] = _scores(ctx, use, data, model, producer)
+            seconds[use.label] = round(time.perf_counter() - start, 3)
             advance(1)
-    return scores
+    return scores, seconds
 
 
 def _scores(ctx: RunContext, use: Use, data: Data, model: Model, producer: dict) -> Scores:

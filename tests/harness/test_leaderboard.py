@@ -146,3 +146,25 @@ def test_every_table_states_its_direction():
     for table in ("spearman", "overlap", "spearman_per_anchor", "selection_overlap", "defect_auc", "evaluation",
                   "lds", "removal", "fact_attribution"):
         assert "better" in directions[table] or "not quality" in directions[table]
+
+
+def test_the_summary_takes_each_valuators_headline_numbers():
+    from dvbench.harness.leaderboard import summary
+
+    tables = {
+        "lds": pl.DataFrame({"valuator": ["a", "a", "b"], "kind": ["global", "per_anchor", "global"],
+                             "lds": [0.1, 0.6, -0.2], "ci_low": [0.0, 0.4, -0.5], "ci_high": [0.2, 0.8, 0.1]}),
+        "removal": pl.DataFrame({"valuator": ["a", "a", "b", "b"], "q": [0.2, 0.1, 0.1, 0.2],
+                                 "effect": [9.0, 0.03, -0.01, 9.0], "ci_low": [9.0, 0.01, -0.02, 9.0],
+                                 "ci_high": [9.0, 0.05, 0.0, 9.0]}),
+        "fact_attribution": pl.DataFrame({"valuator": ["a", "a"], "metric": ["recall@1", "mrr"], "value": [0.5, 0.75]}),
+        "defect_auc": pl.DataFrame({"valuator": ["b", "a"], "auc": [0.4, 0.7], "auprc": [0.1, 0.3]}),
+    }
+    rows = summary(tables, {"a": 1.5, "b": 0.25}).rows(named=True)
+    assert rows[0] == {"valuator": "a", "lds": 0.6, "lds_low": 0.4, "lds_high": 0.8, "lds_kind": "per_anchor",
+                       "removal": 0.03, "removal_low": 0.01, "removal_high": 0.05, "fact_mrr": 0.75, "auc": 0.7,
+                       "auprc": 0.3, "seconds": 1.5}
+    assert rows[1] == {"valuator": "b", "lds": -0.2, "lds_low": -0.5, "lds_high": 0.1, "lds_kind": "global",
+                       "removal": -0.01, "removal_low": -0.02, "removal_high": 0.0, "fact_mrr": None, "auc": 0.4,
+                       "auprc": 0.1, "seconds": 0.25}
+    assert summary({}, {"c": 2.0}).row(0, named=True)["lds"] is None
