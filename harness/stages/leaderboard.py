@@ -1,8 +1,11 @@
-"""The leaderboard stage: every table computed from the run's scores, selections and
-evaluations (pure functions of :mod:`dvbench.harness.leaderboard`), then the plots.
+"""The leaderboard stage: every table computed from the run's scores, selections, evaluations
+and ground truth (pure functions of :mod:`dvbench.harness.leaderboard` and
+:mod:`dvbench.harness.ground_truth_tables`, each interval at ``leaderboard.level`` over
+``leaderboard.bootstrap`` resamples seeded by the spec's seed), then the plots.
 
     leaderboard/<table>.{parquet,csv,md}
-    leaderboard/plots/*.png            Spearman heatmap, scatter of two valuators, overlap by percentile
+    leaderboard/plots/*.png            Spearman heatmap, scatter of two valuators, overlap by
+                                       percentile; LDS and removal effect with the ground truth
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ def tables(ctx: RunContext, data: Data, scores: dict[str, Scores], selections: d
                                                            for c in data.candidates], **ci)
     if truth is not None:
         out["lds"] = ground_truth_tables.lds(scores, truth.bank(tuple(c.id for c in data.candidates)), **ci)
-        if truth.removals() is not None:
-            out["removal"] = ground_truth_tables.removal(truth.removals(), **ci)
+        removals = truth.removals()
+        if removals is not None:
+            out["removal"] = ground_truth_tables.removal(removals, **ci)
     supporting = {a.id: tuple(a.meta["supported_by"]) for a in data.anchors if a.meta.get("supported_by")}
     if supporting and any(s.per_anchor is not None for s in scores.values()):
         out["fact_attribution"] = ground_truth_tables.fact_attribution(scores, supporting, **ci)
