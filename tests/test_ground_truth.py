@@ -113,6 +113,8 @@ def test_grad_ip_predicts_one_sgd_step_retraining(run_at, eta):
     random_lds = np.mean([spearmanr(truth.subsets.astype(float) @ result.scores["random"].values,
                                     -losses[:, i]).statistic for i in range(3)])
     assert abs(random_lds) < lds and lds > 0.9
+    random_global = result.tables["lds"].filter((pl.col("valuator") == "random") & (pl.col("kind") == "global"))
+    assert random_global["ci_low"].item() <= 0 <= random_global["ci_high"].item()  # no signal, within its interval
     table = result.tables["lds"].filter((pl.col("valuator") == "grad_ip") & (pl.col("kind") == "per_anchor"))
     assert table["lds"].item() == pytest.approx(lds, abs=1e-12)
     assert table["ci_low"].item() <= table["lds"].item() <= table["ci_high"].item()
