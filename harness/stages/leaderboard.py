@@ -50,7 +50,19 @@ def tables(ctx: RunContext, data: Data, scores: dict[str, Scores], selections: d
                 "selections": {label: store.producer(f"selections/{label}") for label in selections},
                 "evaluations": {label: store.producer(f"evaluations/{label}") for label in evaluations},
                 "leaderboard": options.model_dump(mode="json")}
-    for name, table in out.items():
-        store.save_frame(f"leaderboard/{name}", producer, table, markdown=report.markdown)
-    plots.render(store.root, options.scatter)
+    stale = [name for name in out if not _saved(store, name, producer, out[name])]
+    for name in stale:
+        store.save_frame(f"leaderboard/{name}", producer, out[name], markdown=report.markdown)
+    drawn = store.path("leaderboard/plots")
+    expected = {f"{n}.png" for n in ("spearman", "scatter", "overlap", "lds", "removal")
+                if n in out or n in ("spearman", "scatter", "overlap")} if len(scores) >= 2 else set()
+    if stale or not all((drawn / name).is_file() for name in expected):
+        plots.render(store.root, options.scatter)
     return out
+
+
+def _saved(store, name: str, producer: dict, table: pl.DataFrame) -> bool:
+    """Whether ``table`` is already saved, whole, by the same producer: then neither it nor the
+    plots drawn from it are written again."""
+    files, _ = store.find(f"leaderboard/{name}", producer)
+    return files is not None and pl.read_parquet(files[".parquet"]).equals(table)

@@ -169,3 +169,15 @@ def test_a_spec_whose_roles_need_no_model_runs_without_one(spec_path, spec_text,
     record = json.loads((out / "run.json").read_text())
     assert record["model"] is None and record["tokens"] == {}
     assert set(result.scores) == {"rand-1", "rand-2", "from-file"} and "spearman" in result.tables
+
+
+def test_a_rerun_keeps_unchanged_tables_and_plots_and_draws_a_missing_plot_again(spec_path, tmp_path):
+    out = tmp_path / "out"
+    Runner(load_spec(spec_path), out, log=lambda line: None).run()
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "leaderboard").rglob("*") if p.is_file()}
+    assert (out / "leaderboard/plots/overlap.png") in kept
+    Runner(load_spec(spec_path), out, log=lambda line: None).run()
+    assert all((p.read_bytes(), p.stat().st_mtime_ns) == before for p, before in kept.items())
+    (out / "leaderboard/plots/overlap.png").unlink()
+    Runner(load_spec(spec_path), out, log=lambda line: None).run()
+    assert (out / "leaderboard/plots/overlap.png").read_bytes() == kept[out / "leaderboard/plots/overlap.png"][0]
