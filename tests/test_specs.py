@@ -64,9 +64,9 @@ def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     result = Runner(load_spec(spec), tmp_path / "out", log=lambda line: None).run()
     tables = {p.stem for p in (tmp_path / "out/leaderboard").glob("*.parquet")}
     assert tables == {"spearman", "overlap", "spearman_per_anchor", "defect_auc", "selection_overlap",
-                      "evaluation_loss", "evaluation_win_rate", "fact_attribution"}
+                      "evaluation_loss", "evaluation_win_rate", "fact_attribution", "lds", "removal"}
     assert {p.name for p in (tmp_path / "out/leaderboard/plots").iterdir()} == {"spearman.png", "scatter.png",
-                                                                              "overlap.png"}
+                                                                              "overlap.png", "lds.png", "removal.png"}
     bins = result.tables["selection_overlap"]
     assert set(bins["subset"]) == {"<=0.5", ">0.5", ">0.8", ">0.85", ">0.9"}
     win = result.tables["evaluation_win_rate"].filter(pl.col("eval_subset") == "all")
