@@ -46,13 +46,15 @@ def test_shipped_spec_validates(path, tmp_path):
 def _tiny_paper(folder: Path, model: Path) -> Path:
     """specs/paper.yaml with the tiny model in place of the embedded one (also as judge), its
     fine-tuning restricted to the tiny model's last MLP, and smaller: 32 candidates (every bin
-    still holds some), 4 eval rows, 8 new tokens per response."""
+    still holds some), 4 eval rows, 8 new tokens per response, a bank of 3 subsets and one
+    random removal."""
     data = yaml.safe_load((SPECS[[p.name for p in SPECS].index("paper.yaml")]).read_text())
     data["model"] = {"name": str(model)}
     data["data"]["generated"].update(candidates=32, eval=4)
     data["training"]["finetune"]["trainable"] = r"layers\.1\.mlp"
     data["evaluation"]["win_rate"]["judge_model"] = str(model)
     data["evaluation"]["win_rate"]["max_new_tokens"] = 8
+    data["ground_truth"].update(subsets=3, random_removals=1)
     (folder / "paper.yaml").write_text(yaml.safe_dump(data))
     return folder / "paper.yaml"
 
