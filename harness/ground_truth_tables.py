@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from dvbench.harness import ground_truth, intervals, resampled
+from dvbench.harness.intervals import finite_or_none
 from dvbench.harness.records import Scores
 
 LDS_SCHEMA = {"valuator": pl.String, "kind": pl.String, "lds": pl.Float64, "ci_low": pl.Float64,
@@ -83,15 +84,11 @@ class Removals:
                                  f"expected R x {n}, R >= 1")
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 def _mean_interval(values: np.ndarray, level: float, B: int, seed: int) -> tuple[float | None, float | None]:
     """Interval of the mean of ``values`` resampling its entries."""
     total = len(values)
     low, high = intervals.bootstrap_counts(lambda counts: counts @ values / total, total, B=B, seed=seed, level=level)
-    return _finite(low), _finite(high)
+    return finite_or_none(low), finite_or_none(high)
 
 
 def _matrix(label: str, scores: Scores, anchor_ids: tuple[str, ...]) -> np.ndarray:
@@ -118,14 +115,14 @@ def lds(scores: Mapping[str, Scores], bank: Bank, *, level: float = 0.95, B: int
                                                      subsets, losses)
             defined = per_anchor[np.isfinite(per_anchor)]
             low, high = _mean_interval(defined, level, B, seed)
-            rows.append({"valuator": label, "kind": "per_anchor", "lds": _finite(defined.mean()) if len(defined) else None,
-                         "ci_low": low, "ci_high": high, "anchors": len(defined), "subsets": len(subsets)})
+            rows.append({"valuator": label, "kind": "per_anchor",
+                         "lds": finite_or_none(defined.mean()) if len(defined) else None, "ci_low": low, "ci_high": high, "anchors": len(defined), "subsets": len(subsets)})
         predicted = subsets @ np.asarray(s.values, dtype=np.float64)
         low, high = intervals.bootstrap_counts(lambda counts: resampled.spearman(predicted, target, counts),
                                                len(subsets), B=B, seed=seed, level=level)
         rows.append({"valuator": label, "kind": "global",
-                     "lds": _finite(ground_truth.global_lds(s.values, subsets, losses)), "ci_low": _finite(low),
-                     "ci_high": _finite(high), "anchors": len(bank.anchor_ids), "subsets": len(subsets)})
+                     "lds": finite_or_none(ground_truth.global_lds(s.values, subsets, losses)),
+                     "ci_low": finite_or_none(low), "ci_high": finite_or_none(high), "anchors": len(bank.anchor_ids), "subsets": len(subsets)})
     return pl.DataFrame(rows, schema=LDS_SCHEMA)
 
 
@@ -140,8 +137,8 @@ def removal(removals: Removals, *, level: float = 0.95, B: int = 1000, seed: int
                                                B=B, seed=seed, level=level)
         band = intervals.percentile_interval(means, level)
         rows.append({"valuator": label, "q": float(q), "removed": removed,
-                     "effect": ground_truth.removal_effect(losses, random), "ci_low": _finite(low),
-                     "ci_high": _finite(high), "random_mean": float(means.mean()), "random_low": band[0],
+                     "effect": ground_truth.removal_effect(losses, random), "ci_low": finite_or_none(low),
+                     "ci_high": finite_or_none(high), "random_mean": float(means.mean()), "random_low": band[0],
                      "random_high": band[1]})
     return pl.DataFrame(rows, schema=REMOVAL_SCHEMA)
 

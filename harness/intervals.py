@@ -53,6 +53,11 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return float(low), float(high)
 
 
+def finite_or_none(value: float) -> float | None:
+    """``value`` as a float, or ``None`` (a table's null) when it is NaN or infinite."""
+    return float(value) if np.isfinite(value) else None
+
+
 def bootstrap(statistic: Callable[[np.ndarray], float], n_units: int, *, B: int = 1000, seed: int = 0,
               level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of ``statistic(indices)`` over ``B`` resamples of ``n_units`` units."""

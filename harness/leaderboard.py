@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from dvbench.harness import ground_truth, intervals, resampled
+from dvbench.harness.intervals import finite_or_none
 from dvbench.harness.records import Scores, Selection, best_first
 from dvbench.harness.sizes import count_of
 
@@ -106,18 +107,15 @@ def spearman(frame: pl.DataFrame, *, level: float = 0.95, B: int = 1000, seed: i
     rows = []
     for i, j in pairs:
         low, high = _interval(draws[(i, j)], level)
-        rows.append({"a": labels[i], "b": labels[j], "rho": _finite(rho[i, j]), "p_value": _finite(p[i, j]),
+        rows.append({"a": labels[i], "b": labels[j], "rho": finite_or_none(rho[i, j]),
+                     "p_value": finite_or_none(p[i, j]),
                      "n": frame.height, "ci_low": low, "ci_high": high})
     return pl.DataFrame(rows, schema=SPEARMAN_SCHEMA)
 
 
 def _interval(draws: list[np.ndarray], level: float) -> tuple[float | None, float | None]:
     low, high = intervals.percentile_interval(np.concatenate(draws) if draws else np.empty(0), level)
-    return _finite(low), _finite(high)
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+    return finite_or_none(low), finite_or_none(high)
 
 
 def overlap(frame: pl.DataFrame, fractions: Sequence[float], *, level: float = 0.95, B: int = 1000,
@@ -226,7 +224,7 @@ def defect_auc(frame: pl.DataFrame, defective: Sequence[bool], *, level: float =
         rows.append({"valuator": label, "clean": clean, "defective": defects,
                      "auc": float(u / (clean * defects)) if clean and defects else None,
                      "auc_low": auc_low, "auc_high": auc_high,
-                     "auprc": _finite(ground_truth.auprc(values[label], bad)) if defects else None,
+                     "auprc": finite_or_none(ground_truth.auprc(values[label], bad)) if defects else None,
                      "auprc_low": auprc_low, "auprc_high": auprc_high})
     return pl.DataFrame(rows, schema=DEFECT_AUC_SCHEMA)
 
