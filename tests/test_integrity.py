@@ -147,9 +147,10 @@ def test_damaged_ekfac_factors_are_fitted_again(tmp_path, tiny_model_dir, capsys
     assert (out / "scores/ekfac.parquet").read_bytes() == scores
 
 
-def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny_model_dir):
+def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny_model_dir, monkeypatch):
     from dvbench.harness.data.generated import generate
     from dvbench.harness.records import ModelRef, TrainingTask
+    from dvbench.plugins.trainers import full_finetune
     from dvbench.plugins.trainers.full_finetune import FullFinetune
 
     examples = generate(8, 0, 0, seed=1)["candidates"]
@@ -157,15 +158,14 @@ def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny_model_dir):
     whole = trainer.train(TrainingTask(ModelRef(str(tiny_model_dir)), examples, tmp_path / "whole"))
     work, logged = tmp_path / "work", []
     task = TrainingTask(ModelRef(str(tiny_model_dir)), examples, tmp_path / "cut", work=work, log=logged.append)
-    from dvbench.plugins.trainers import full_finetune
 
-    real = full_finetune._save
-    full_finetune._save = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)  # stop before the model is saved
-    try:
+    def interrupted(*args, **kwargs):  # stop after the checkpoints, before the model is saved
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(full_finetune, "_save", interrupted)
         with pytest.raises(KeyboardInterrupt):
             trainer.train(task)
-    finally:
-        full_finetune._save = real
     (checkpoint,) = work.glob("checkpoint-*.safetensors")
     _flip(checkpoint)
     resumed = trainer.train(task)
