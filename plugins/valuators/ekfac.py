@@ -13,16 +13,16 @@ Phases, each with its progress row:
 3. eigenvalue correction: another forward and backward per candidate, with the same labels;
 4. scoring: the anchors' gradients are preconditioned (N is small), never the candidates'. For
    ``aggregate: mean`` the anchors' mean gradient is preconditioned once and each candidate
-   costs one more forward and backward; ``fraction_positive`` needs every pair
-   (:func:`~dvbench.harness.lm.products.pair_matrix`, within ``max_gradient_gb``) and gives the
-   per-anchor matrix.
+   costs one more forward and backward; ``fraction_positive`` and ``per_anchor: true`` need every
+   pair (:func:`~dvbench.harness.lm.products.pair_matrix`, within ``max_gradient_gb``) and give
+   the per-anchor matrix (``mean`` is then taken from it).
 
 The factors are kept in ``task.work``: ``eigenbases.safetensors`` once the eigendecomposition is
 done and ``eigenvalues.safetensors`` once the correction is, each written atomically and
 verified before reuse (:class:`~dvbench.harness.work.WorkFiles`). A rerun
 with the same model, data, template, tracked layers, seed and fitting options reuses them; a
-run interrupted during the correction resumes from the eigenbases. ``aggregate``, ``damping``,
-``damping_factor`` and ``max_gradient_gb`` change only the scoring, so entries differing in
+run interrupted during the correction resumes from the eigenbases. ``aggregate``, ``per_anchor``,
+``damping``, ``damping_factor`` and ``max_gradient_gb`` change only the scoring, so entries differing in
 them share the factors.
 """
 
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dvbench.harness.aggregate import fraction_positive
+from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.artifacts import read_safetensors, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
@@ -50,8 +50,8 @@ class EkfacValuator(Valuator):
     """Influence functions with EK-FAC: anchor gradients preconditioned by the inverse curvature."""
 
     name = "ekfac"
-    version = "1.0.0"
-    derived = ("aggregate", "damping", "damping_factor", "max_gradient_gb")
+    version = "1.1.0"
+    derived = ("aggregate", "per_anchor", "damping", "damping_factor", "max_gradient_gb")
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
@@ -60,6 +60,8 @@ class EkfacValuator(Valuator):
         labels: Literal["sampled", "true"] = Field(
             "sampled", description="sampled: pseudo-gradients of labels drawn from the model (the Gauss–Newton "
                                    "Fisher); true: the candidates' own answers (the empirical Fisher).")
+        per_anchor: bool = Field(False, description="Also give the anchors x candidates matrix (every pair; "
+                                                    "fraction_positive always does).")
         damping_factor: float = Field(0.1, gt=0, description="λ = damping_factor × mean(Λ), per layer.")
         damping: float | None = Field(None, ge=0, description="One λ for every layer, instead of damping_factor.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
@@ -78,12 +80,12 @@ class EkfacValuator(Valuator):
             return {name: factors.inverse(name, g, damping[name]) for name, g in grads.items()}
 
         loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="ekfac")
-        if self.config.aggregate == "mean":
+        if self.config.aggregate == "mean" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
             return self.scores(task, products.candidate_dots(model, linears, precondition(mean), candidates, **loop))
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
                                       prepare=precondition, **loop)
-        return self.scores(task, fraction_positive(matrix), matrix)
+        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
     def factors(self, model, linears, candidates, task: ValuationTask) -> Factors:
         """The factors saved in ``task.work`` if complete, else fitted (and saved phase by phase)."""

@@ -7,8 +7,10 @@ lowers the loss on ``x`` (lemma 1).
 - ``aggregate: mean`` (default) is ``∇L(z) · mean_i ∇L(x_i)``: the anchors' mean gradient is
   formed once, then each candidate costs one forward and backward, its product taken without
   forming its gradient (:mod:`dvbench.harness.lm.products`).
-- ``aggregate: fraction_positive`` and the per-anchor N x M matrix need every pair: the anchors'
-  per-example gradients are held for as many layers at a time as fit in ``max_gradient_gb``
+- ``aggregate: fraction_positive``, and ``per_anchor: true`` (the N x M matrix, saved for the
+  ground truth's per-anchor LDS and fact attribution, with ``mean`` taken from it), need every
+  pair: the anchors' per-example gradients are held for as many layers at a time as fit in
+  ``max_gradient_gb``, and the candidates' forward and backward are repeated once per group
   (:func:`~dvbench.harness.lm.products.pair_matrix`).
 - ``transform: sign_log`` is the paper's released computation: each gradient element's
   magnitude clamped to [1e-4, 1], one dot product per weight tensor, ``s → sign(s)·log|s|``
@@ -37,13 +39,15 @@ class GradIpValuator(Valuator):
     """Infl_IP: the inner product of the candidate's and the anchors' loss gradients."""
 
     name = "grad_ip"
-    version = "1.0.0"
+    version = "1.1.0"
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
             "mean", description="mean: ∇L(z)·mean ∇L(x); fraction_positive: fraction of anchors with a positive product.")
         transform: Literal["none", "sign_log"] = Field(
             "none", description="sign_log: the paper's released clamp / per-tensor sign·log computation.")
+        per_anchor: bool = Field(False, description="Also give the anchors x candidates matrix (every pair; "
+                                                    "fraction_positive and sign_log always do).")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
         max_gradient_gb: float = Field(4.0, gt=0, description="Memory for the anchors' per-example gradients "
                                                               "when every pair is needed; layers are grouped to fit.")
@@ -53,7 +57,7 @@ class GradIpValuator(Valuator):
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "grad_ip")
         loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="grad_ip")
-        if self.config.aggregate == "mean" and self.config.transform == "none":
+        if self.config.aggregate == "mean" and self.config.transform == "none" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
             return self.scores(task, products.candidate_dots(model, linears, mean, candidates, **loop))
         product = _sign_log if self.config.transform == "sign_log" else products.dot

@@ -138,6 +138,9 @@ def test_scores_are_preconditioned_anchor_gradients_dotted(setup, task):
     mean = _ekfac(batch_size=5).score(task)
     np.testing.assert_allclose(mean.values, expected.mean(axis=0), rtol=1e-8)
     assert mean.per_anchor is None
+    kept = _ekfac(per_anchor=True, batch_size=5).score(task)
+    np.testing.assert_allclose(kept.per_anchor, expected, rtol=1e-8)
+    np.testing.assert_allclose(kept.values, expected.mean(axis=0), rtol=1e-8)
 
 
 def _exact_gauss_newton(model, sequences):

@@ -70,6 +70,13 @@ def test_per_anchor_and_fraction_positive_equal_explicit(task, grads, budget_gb)
     assert 0 < (expected > 0).mean() < 1  # both signs occur
 
 
+def test_per_anchor_with_the_mean_aggregate(task, grads):
+    expected = _pairs(grads)
+    scores = _grad_ip(per_anchor=True, batch_size=3).score(task)
+    np.testing.assert_allclose(scores.per_anchor, expected, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(scores.values, expected.mean(axis=0), rtol=1e-6)
+
+
 def test_sign_log_is_the_papers_released_computation(task, grads):
     anchors, candidates = grads
     expected = np.zeros((len(task.anchors), len(task.candidates)))
