@@ -76,10 +76,7 @@ def unmet(annotator: str) -> str | None:
     it does not exist, or no credential its decoder reads is in the environment; None if it can."""
     import yaml
 
-    spec = find_spec("alpaca_eval")
-    if spec is None or not spec.submodule_search_locations:
-        return 'judge alpaca_eval needs the alpaca-eval package; pip install "alpaca-eval>=0.6.6,<0.7"'
-    path = Path(spec.submodule_search_locations[0]) / "evaluators_configs" / annotator
+    path = Path(find_spec("alpaca_eval").origin).parent / "evaluators_configs" / annotator  # a dependency
     path = path / "configs.yaml" if path.is_dir() else path
     if not path.is_file():
         return (f"no alpaca_eval annotator config {annotator!r}: give a folder name of alpaca_eval's "
