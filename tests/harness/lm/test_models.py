@@ -466,3 +466,26 @@ def test_embedded_model_is_smollm2_135m(monkeypatch):
     assert isinstance(model, LlamaForCausalLM)
     assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
     assert tokenizer.pad_token is not None and tokenizer.chat_template
+
+
+def test_locate_resolves_as_resolve_does_but_never_downloads_converts_or_hashes(monkeypatch, folder, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(name, local_files_only, **kwargs):
+        calls.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "folder_fingerprint", lambda path: pytest.fail("locate hashed the weights"))
+    assert models.locate(ModelRef(str(folder))) == f"local folder {folder.resolve()}"
+    assert models.locate(ModelRef("org/uncached", allow_download=True)) == "hub org/uncached (not cached: a run downloads it)"
+    with pytest.raises(InputError, match="did you mean 'embedded'.*not in the local hub cache and downloads are off"):
+        models.locate(ModelRef("embeded"))
+    assert calls == [True, True]  # the local hub cache only, downloads allowed or not
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="has no config.json"):
+        models.locate(ModelRef(str(tmp_path / "empty")))
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf")  # found, and not converted: the conversion would fail
+    assert models.locate(ModelRef(str(tmp_path / "x.gguf"))) == str((tmp_path / "x.gguf").resolve())
