@@ -121,6 +121,17 @@ def test_responses_and_judgements_are_kept_in_alpaca_evals_formats(tiny_model_di
     assert annotations["preference"].tolist() == judges.reference(EVAL, theirs, ours)
     assert float(alpaca_metrics["win_rate"]) == pytest.approx(result.metrics["win_rate"])
 
+    with contained():  # judged again, as `alpaca_eval evaluate --model_outputs --reference_outputs` would
+        from alpaca_eval.main import evaluate
+
+        board, judged = evaluate(model_outputs=tmp_path / "evaluations/win_rate/m.model_outputs.json",
+                                 reference_outputs=tmp_path / "evaluations/win_rate/m.reference_outputs.json",
+                                 annotators_config=str(OFFLINE), output_path=tmp_path / "judged", caching_path=None,
+                                 precomputed_leaderboard=None, fn_metric="get_winrate", sort_by="win_rate",
+                                 is_return_instead_of_print=True)
+    assert board.loc[tuned_dir.name, "n_total"] == len(EVAL)
+    assert [a["output_2"] for a in judged] == ours and [a["output_1"] for a in judged] == theirs
+
 
 def _shown_swapped(instruction):
     """alpaca_eval 0.6's order shuffle (``RandomSwitchTwoColumnsProcessor`` under the annotator's
