@@ -3,8 +3,9 @@
 ``peak_rss_mb``: the largest resident set size (MiB) seen while the block ran, read from
 ``/proc/self/statm`` at its start, at its end and every :data:`INTERVAL` seconds between by a
 background thread. A peak between two samples is still caught when it is the process's highest so
-far: the kernel's ``ru_maxrss`` then rose during the block, and its new value is that peak. Where
-there is no ``/proc`` (macOS) only such a rise is known; otherwise the peak is ``None``.
+far: the kernel's ``ru_maxrss`` then rose during the block, and its new value is that peak (a
+process starts with its parent's ``ru_maxrss``, so "so far" includes the parent's). Where there
+is no ``/proc`` (macOS) only such a rise is known; otherwise the peak is ``None``.
 
 ``peak_cuda_allocated_mb``: ``torch.cuda.max_memory_allocated()`` of the current device (MiB),
 reset when the block starts; ``None`` when CUDA was not initialised (no model on a GPU). Memory
