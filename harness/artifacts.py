@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -25,16 +26,37 @@ from dvbench.harness.records import Example, Scores
 
 
 def canonical(data: Any) -> str:
-    """JSON with sorted keys: equal data, equal text."""
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=_jsonable)
+    """JSON with sorted keys: equal data, equal text (as :func:`json_text` writes it)."""
+    return json.dumps(_plain(data), sort_keys=True, ensure_ascii=False, allow_nan=False, default=_refuse)
 
 
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value):
-        return asdict(value)
+def json_text(data: Any, **options: Any) -> str:
+    """The one way dvbench writes JSON: valid JSON (RFC 8259) and a final newline. NaN and
+    ±infinity become ``null`` (JSON has no such numbers); numpy scalars and arrays become
+    numbers and lists, dataclasses and mappings objects. ``options``: ``json.dumps``'s
+    (``indent``, ``sort_keys``)."""
+    return json.dumps(_plain(data), allow_nan=False, default=_refuse, **options) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON's types, non-finite floats as ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, type(None))):
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
     if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"cannot record {type(value).__name__} in an artifact's provenance")
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # numpy scalars and arrays
+        return _plain(value.tolist())
+    return value
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"cannot record {type(value).__name__} in JSON")
 
 
 def fingerprint(examples: Iterable[Example]) -> str:
@@ -135,7 +157,7 @@ class ArtifactStore:
             root = self.path(name)
             record["folder"] = {p.relative_to(root).as_posix(): sha256_file(p)
                                 for p in sorted(root.rglob("*")) if p.is_file()}
-        write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        write_text_atomic(record_path, json_text(record, indent=2, sort_keys=True))
 
     def producer(self, name: str) -> dict[str, Any]:
         """The recorded producer of a saved artifact."""
@@ -155,7 +177,7 @@ class ArtifactStore:
         if scores.details:
             writers[".details.npz"] = lambda tmp: write_npz(tmp, scores.details)
         if scores.stats:
-            writers[".stats.json"] = lambda tmp: tmp.write_text(json.dumps(dict(scores.stats), indent=2) + "\n")
+            writers[".stats.json"] = _json_writer(scores.stats, indent=2)
         self.save(name, producer, writers)
 
     def load_scores(self, name: str, producer: Mapping[str, Any]) -> tuple[Scores | None, str]:
@@ -185,11 +207,13 @@ class ArtifactStore:
             writers[".md"] = lambda tmp: tmp.write_text(markdown(frame), encoding="utf-8")
         self.save(name, producer, writers)
 
-    def save_json(self, name: str, producer: Mapping[str, Any], data: Any, folder: bool = False) -> None:
+    def save_json(self, name: str, producer: Mapping[str, Any], data: Any, folder: bool = False,
+                  beside: Mapping[str, Any] | None = None) -> None:
         """JSON data as ``<name>.metrics.json`` (a trained model's or an evaluation's metrics);
-        ``folder``: see :meth:`save`."""
-        self.save(name, producer, {".metrics.json": lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n",
-                                                                                encoding="utf-8")}, folder)
+        ``beside``: more JSON documents of the artifact, ``{file: data}`` saved as ``<name>.<file>``
+        (win_rate's ``model_outputs.json``); ``folder``: see :meth:`save`."""
+        documents = {".metrics.json": data, **{f".{file}": doc for file, doc in (beside or {}).items()}}
+        self.save(name, producer, {suffix: _json_writer(doc, indent=1) for suffix, doc in documents.items()}, folder)
 
     def load_json(self, name: str, producer: Mapping[str, Any]) -> tuple[Any | None, str]:
         """The data :meth:`save_json` saved under ``name``, if ``producer`` made it and it is
@@ -198,13 +222,18 @@ class ArtifactStore:
         return (None if files is None else json.loads(files[".metrics.json"].read_text(encoding="utf-8"))), why
 
 
+def _json_writer(data: Any, **options: Any) -> Callable[[Path], None]:
+    text = json_text(data, **options)
+    return lambda tmp: tmp.write_text(text, encoding="utf-8")
+
+
 def _difference(old: Any, new: Any, path: str = "") -> str:
     """The first place where two producers differ, as ``config.batch_size: 8 -> 16``."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             if canonical(old.get(key)) != canonical(new.get(key)):
                 return _difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-    return f"{path or 'producer'}: {json.dumps(old, default=_jsonable)[:60]} -> {json.dumps(new, default=_jsonable)[:60]}"
+    return f"{path or 'producer'}: {canonical(old)[:60]} -> {canonical(new)[:60]}"
 
 
 def write_npz(path: Path, arrays: Mapping[str, Any]) -> None:

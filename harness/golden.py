@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvbench.harness.artifacts import write_text_atomic
+from dvbench.harness.artifacts import json_text, write_text_atomic
 from dvbench.harness.errors import InputError
 from dvbench.harness.records import Scores
 
@@ -55,7 +55,7 @@ def write(path: Path, spec_name: str, scores: dict[str, Scores]) -> None:
         label: {"tolerance": previous.get(label, {}).get("tolerance", dict(TOLERANCE)),
                 "scores": {cid: float(v) for cid, v in zip(s.candidate_ids, s.values)}}
         for label, s in scores.items()}}
-    write_text_atomic(path, json.dumps(golden, indent=1) + "\n")
+    write_text_atomic(path, json_text(golden, indent=1))
 
 
 def compare(golden: dict, scores: dict[str, Scores]) -> list[Drift]:

@@ -206,10 +206,12 @@ class TrainedModel:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Metrics of one model on an eval set, overall and per example subset."""
+    """Metrics of one model on an eval set, overall and per example subset; ``files``: JSON
+    documents kept beside the metrics, by file name (win_rate's responses and judgements)."""
 
     metrics: Mapping[str, float]
     evaluator: str
     version: str
     config: Mapping[str, Any]
     by_subset: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    files: Mapping[str, Any] = field(default_factory=dict)

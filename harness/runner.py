@@ -1,13 +1,13 @@
 """Runs a validated spec into one output folder, stage by stage (:mod:`dvbench.harness.stages`:
 data, model, valuation, selection, training, evaluation, leaderboard), and writes ``run.json``:
-the resolved spec, every plugin with its version, the model, the token report and the seconds
-each stage took. Each stage's module docstring lists the artifacts it writes.
+the resolved spec, every plugin with its version and distribution, the model, the token report,
+the seconds each stage took, each valuator's seconds and peak memory, the package versions, the
+git commits, the hardware, and when it started and finished (README.md lists the keys). Each
+stage's module docstring lists the artifacts it writes.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from dvbench.harness import __version__
-from dvbench.harness.artifacts import ArtifactStore, write_text_atomic
+from dvbench.harness import provenance
+from dvbench.harness.artifacts import ArtifactStore, json_text, write_text_atomic
 from dvbench.harness.executor import Executor, LocalExecutor
 from dvbench.harness.lock import exclusive
+from dvbench.harness.memory import PeakMemory
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import Scores, Selection
 from dvbench.harness.spec import Spec
@@ -37,6 +38,7 @@ class RunResult:
     model: Model | None = None
     scores: dict[str, Scores] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per valuator
+    peaks: dict[str, PeakMemory] = field(default_factory=dict)  # per valuator
     selections: dict[str, dict[str, Selection]] = field(default_factory=dict)
     trained: training.Trained = field(default_factory=dict)
     evaluations: dict[str, pl.DataFrame] = field(default_factory=dict)
@@ -106,7 +108,7 @@ class Runner:
         with self._timed(result, "model"):
             result.model = prepare_model(self.ctx, data)
         with self._timed(result, "valuation"):
-            result.scores, result.seconds = valuation.value(self.ctx, data, result.model)
+            result.scores, result.seconds, result.peaks = valuation.value(self.ctx, data, result.model)
         return result, data
 
     @contextmanager
@@ -118,21 +120,31 @@ class Runner:
     def _write_run_json(self, result: RunResult, started: float) -> None:
         spec = self.ctx.spec
         plugins = {f"{section}.{u.label}": {"plugin": u.plugin.name, "version": u.plugin.version,
-                                            "class": f"{type(u.plugin).__module__}.{type(u.plugin).__qualname__}"}
+                                            "class": f"{type(u.plugin).__module__}.{type(u.plugin).__qualname__}",
+                                            "distribution": provenance.distribution(type(u.plugin))}
                    for section, uses in spec.sections().items() for u in uses.values()}
+        distributions = tuple(p["distribution"]["name"] for p in plugins.values() if p["distribution"])
         record = {
             "spec_file": str(spec.source),
             "spec": spec.resolved(),
             "seed": spec.settings.seed,
             "overrides": list(spec.overrides),
             "limit": spec.limit,
-            "dvbench": __version__,
-            "python": platform.python_version(),
+            "versions": provenance.versions(distributions),
+            "git": {"dvbench": provenance.git(Path(provenance.__file__)), "spec": provenance.git(spec.source)},
+            "hardware": provenance.hardware(),
             "plugins": plugins,
             "model": result.model.identity,
             "tokens": result.model.tokens,
             "timings_s": result.timings,
             "valuator_seconds": result.seconds,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "valuator_peak_rss_mb": {label: peak.rss_mb for label, peak in result.peaks.items()},
+            "valuator_peak_cuda_allocated_mb": {label: peak.cuda_allocated_mb for label, peak in result.peaks.items()},
+            "started": _timestamp(started),
+            "finished": _timestamp(time.time()),
         }
-        write_text_atomic(self.out / "run.json", json.dumps(record, indent=2) + "\n")
+        write_text_atomic(self.out / "run.json", json_text(record, indent=2))
+
+
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))

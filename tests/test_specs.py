@@ -61,7 +61,7 @@ def _tiny_paper(folder: Path, model: Path) -> Path:
 
 def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     """Every table and plot of the paper's pipeline is written; a second run into another folder
-    writes the same bytes in every file (run.json differs only in its timings and start)."""
+    writes the same bytes in every file (run.json differs only in its timings, peaks, start and finish)."""
     spec = _tiny_paper(tmp_path, tiny_model_dir)
     result = Runner(load_spec(spec), tmp_path / "out", log=lambda line: None).run()
     tables = {p.stem for p in (tmp_path / "out/leaderboard").glob("*.parquet")}
@@ -80,8 +80,18 @@ def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert [name for name in first if first[name] != second[name]] == ["run.json"]
     runs = [json.loads(files["run.json"]) for files in (first, second)]
     for run in runs:
-        del run["timings_s"], run["valuator_seconds"], run["started"]
+        for key in ("timings_s", "valuator_seconds", "valuator_peak_rss_mb", "valuator_peak_cuda_allocated_mb",
+                    "started", "finished"):
+            del run[key]
     assert runs[0] == runs[1]
+    for name in first:  # every JSON file is valid JSON (no NaN, no Infinity)
+        if name.endswith(".json"):
+            json.loads(first[name], parse_constant=lambda constant: pytest.fail(f"{name} holds {constant}"))
+    win_rate = [name for name in first if name.startswith("evaluations/win_rate/")]
+    measured = {name.removesuffix(".metrics.json") for name in win_rate if name.endswith(".metrics.json")}
+    for kept in ("model_outputs", "reference_outputs", "annotations"):  # beside every model's metrics
+        assert {name.removesuffix(f".{kept}.json") for name in win_rate if name.endswith(f".{kept}.json")} == measured
+    assert measured
 
 
 def _files(root: Path) -> dict[str, bytes]:

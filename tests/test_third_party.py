@@ -1,5 +1,6 @@
 """The example plugin distribution in tests/example_plugin, installed with real entry-point metadata."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -64,3 +65,7 @@ def test_runs_in_a_spec(site, tmp_path, tiny_model_dir, dvbench, monkeypatch):
     assert (long["score"] == -short["score"]).all() and long["score"].min() > 0
     rho = pl.read_parquet(tmp_path / "out/leaderboard/spearman.parquet")["rho"].item()
     assert rho == pytest.approx(-1.0)
+    record = json.loads((tmp_path / "out/run.json").read_text())
+    assert record["plugins"]["valuators.long"]["distribution"] == {"name": "dvbench-length", "version": "0.2.0"}
+    assert record["plugins"]["valuators.long"]["class"] == "dvbench_length.LengthValuator"
+    assert record["versions"]["dvbench-length"] == "0.2.0"

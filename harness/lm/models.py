@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from dvbench.harness.artifacts import canonical, sha256_file
+from dvbench.harness.artifacts import canonical, json_text, sha256_file
 from dvbench.harness.errors import InputError
 from dvbench.harness.network import ALLOW_DOWNLOAD, downloads_allowed
 from dvbench.harness.paths import inside
@@ -206,7 +206,7 @@ def save_partial(folder: Path, base: ModelRef, tensors: dict) -> None:
     from dvbench.harness.artifacts import write_safetensors
 
     write_safetensors(folder / "changed.safetensors", tensors)
-    (folder / PARTIAL).write_text(json.dumps({"base": asdict(base)}, indent=1) + "\n", encoding="utf-8")
+    (folder / PARTIAL).write_text(json_text({"base": asdict(base)}, indent=1), encoding="utf-8")
 
 
 def _partial(ref: ModelRef, folder: Path):
@@ -394,7 +394,7 @@ def _write_conversion(gguf: Path, digest: str, out: Path) -> None:
     tokenizer.save_pretrained(out)
     files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
     record = {"source": str(gguf), "sha256": digest, "files": files, "transformers": transformers.__version__}
-    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    (out / RECORD).write_text(json_text(record, indent=2), encoding="utf-8")
 
 
 def _load_gguf(gguf: Path):

@@ -2,6 +2,8 @@
 (evaluator, model), each reused while its producer is unchanged.
 
     evaluations/<evaluator>/<model>.metrics.json   an evaluator's metrics for one model
+    evaluations/<evaluator>/<model>.<file>         the JSON files it keeps beside them (win_rate:
+                                       model_outputs.json, reference_outputs.json, annotations.json)
     evaluations/<evaluator>.parquet    trainer, selection, valuator, subset, model, eval_subset,
                                        metric, value (eval_subset "all": the whole eval set)
 """
@@ -71,16 +73,16 @@ def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
     pending = [unit for unit in units if (unit.use.label, unit.model) not in results]
     base = model.ref
 
-    def run(unit: Evaluation) -> dict:
+    def run(unit: Evaluation) -> tuple[dict, dict]:
         tuned = ModelRef(str(ctx.store.path(f"models/{unit.model}")), dtype=base.dtype, threads=base.threads)
         result = unit.use.plugin.evaluate(EvalTask(tuned, base, eval_set, seed=ctx.seed, template=ctx.spec.template,
                                                    progress=ctx.progress))
-        return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}
+        return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}, dict(result.files)
 
     with ctx.progress.task("evaluation", len(units), "evaluations") as advance:
         advance(len(results))
-        for unit, metrics in zip(pending, ctx.executor.map(run, pending)):
-            ctx.store.save_json(unit.artifact, unit.producer, metrics)
+        for unit, (metrics, files) in zip(pending, ctx.executor.map(run, pending)):
+            ctx.store.save_json(unit.artifact, unit.producer, metrics, beside=files)
             results[(unit.use.label, unit.model)] = metrics
             advance(1)
     return results

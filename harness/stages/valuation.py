@@ -14,12 +14,12 @@ under another producer are recomputed, with the first difference named in the lo
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from dvbench.harness.artifacts import canonical, fingerprint, write_text_atomic
+from dvbench.harness.artifacts import canonical, fingerprint, json_text, write_text_atomic
+from dvbench.harness.memory import PeakMemory
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.spec import Use
 from dvbench.harness.stages.context import RunContext
@@ -27,23 +27,26 @@ from dvbench.harness.stages.data import Data
 from dvbench.harness.stages.model import Model
 
 
-def value(ctx: RunContext, data: Data, model: Model) -> tuple[dict[str, Scores], dict[str, float]]:
+def value(ctx: RunContext, data: Data,
+          model: Model) -> tuple[dict[str, Scores], dict[str, float], dict[str, PeakMemory]]:
     """``{label: scores}`` for every valuator of the spec, in the spec's order, and the seconds
-    each took in this run (reused scores: the seconds of reading them)."""
+    and the peak memory (:mod:`~dvbench.harness.memory`) each took in this run (reused scores:
+    those of reading them)."""
     settings = ctx.spec.settings
     inputs = {"candidates": fingerprint(data.candidates), "anchors": fingerprint(data.anchors),
               "template": asdict(ctx.spec.template), "tracked": settings.tracked, "seed": settings.seed}
-    scores, seconds = {}, {}
+    scores, seconds, peaks = {}, {}, {}
     with ctx.progress.task("valuation", len(ctx.spec.valuators), "valuators") as advance:
         for use in ctx.spec.valuators.values():
             producer = {**use.plugin.provenance(), **inputs}
             if use.plugin.needs_model:
                 producer["model"] = model.identity
             start = time.perf_counter()
-            scores[use.label] = _scores(ctx, use, data, model, producer)
+            with PeakMemory() as peaks[use.label]:
+                scores[use.label] = _scores(ctx, use, data, model, producer)
             seconds[use.label] = round(time.perf_counter() - start, 3)
             advance(1)
-    return scores, seconds
+    return scores, seconds, peaks
 
 
 def _scores(ctx: RunContext, use: Use, data: Data, model: Model, producer: dict) -> Scores:
@@ -62,7 +65,7 @@ def _scores(ctx: RunContext, use: Use, data: Data, model: Model, producer: dict)
                          log=ctx.log)
     scores = valuator.score(task)
     if work.is_dir():  # the valuator kept work: say what produced it
-        write_text_atomic(work / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(work / "key.json", json_text(key, indent=2, sort_keys=True))
     if scores.candidate_ids != tuple(c.id for c in data.candidates):
         raise RuntimeError(f"valuator {use.label!r} ({valuator.name}) returned scores for another pool")
     if scores.stats:

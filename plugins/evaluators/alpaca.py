@@ -8,6 +8,7 @@ deprecated; its annotators log at INFO. :func:`contained` undoes all of that aro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -56,19 +57,19 @@ def win_rate(preferences: Sequence[float]) -> dict[str, float]:
     return {key: float(value) for key, value in result.items()}
 
 
-def annotate(annotator: str, instructions: Sequence[str], baseline: Sequence[str], outputs: Sequence[str]) -> list[float]:
-    """Preferences of an alpaca_eval annotator config (a name such as ``weighted_alpaca_eval_gpt4_turbo``,
-    or a path to a ``configs.yaml``) between the baseline's outputs (``output_1``) and the model's
-    (``output_2``). API annotators need their keys in the environment; nothing is cached on disk."""
+def annotate(annotator: str, reference_outputs: Sequence[dict], model_outputs: Sequence[dict]) -> list[dict]:
+    """The annotations of an alpaca_eval annotator config (a name such as
+    ``weighted_alpaca_eval_gpt4_turbo``, or a path to a ``configs.yaml``) of the baseline's outputs
+    (``output_1``) against the model's (``output_2``), both in alpaca_eval's model-outputs format:
+    its records as it writes them to ``annotations.json`` (``preference`` ``None`` where the judge
+    gave none). API annotators need their keys in the environment; nothing is cached on disk."""
     with contained():
+        import pandas as pd
         from alpaca_eval.annotators import PairwiseAnnotator
 
         judge = PairwiseAnnotator(annotators_config=annotator, caching_path=None)
-        annotated = judge.annotate_head2head(
-            outputs_1=[{"instruction": i, "output": o} for i, o in zip(instructions, baseline)],
-            outputs_2=[{"instruction": i, "output": o} for i, o in zip(instructions, outputs)],
-        )
-    return [float(a["preference"]) if a.get("preference") is not None else float("nan") for a in annotated]
+        annotated = judge.annotate_head2head(outputs_1=list(reference_outputs), outputs_2=list(model_outputs))
+        return json.loads(pd.DataFrame(annotated).to_json(orient="records"))
 
 
 def unmet(annotator: str) -> str | None:

@@ -8,11 +8,20 @@ paper's Pythia responses there). A judge (:mod:`~dvbench.plugins.evaluators.judg
 preference per prompt, 1 = baseline better, 2 = model better, 1.5 = tie; the win rate,
 ``mean(preference − 1) × 100``, its standard error and the counts come from alpaca_eval's own
 metric function, overall and per example ``subset``.
+
+Beside the metrics it keeps, in alpaca_eval's own formats, ``model_outputs.json`` and
+``reference_outputs.json`` (one ``{"instruction", "output", "generator", "dataset"}`` per prompt:
+the instruction as the judge saw it, the response, the model that wrote it, the example's subset
+when it has one), which ``alpaca_eval evaluate --model_outputs ... --reference_outputs ...``
+judges again, and ``annotations.json``, each prompt's judgement (``instruction``, ``output_1``:
+the baseline's, ``generator_1``, ``output_2``: the model's, ``generator_2``, ``dataset``,
+``annotator``, ``preference``; the alpaca_eval judge's records as its annotator wrote them).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -79,7 +88,11 @@ class WinRate(Evaluator):
             raise InputError("win_rate needs an eval set; give data.eval")
         outputs = self.responses(task.model, examples, task, "responses")
         baseline = self.baseline(examples, task)
-        preferences = self.judge(examples, baseline, outputs, task)
+        base = "baseline_output" if self.config.baseline == "baseline_output" else Path(task.base.source).name
+        model_outputs = _outputs(examples, outputs, Path(task.model.source).name)
+        reference_outputs = _outputs(examples, baseline, base)
+        annotations = self.judge(examples, reference_outputs, model_outputs, task)
+        preferences = [float("nan") if a.get("preference") is None else float(a["preference"]) for a in annotations]
         bad = [e.id for e, p in zip(examples, preferences) if not 1 <= p <= 2]  # NaN: no preference
         if bad:
             raise InputError(f"win_rate: the {self.config.judge} judge gave no usable preference for {len(bad)} of "
@@ -90,8 +103,10 @@ class WinRate(Evaluator):
         for e, p in zip(examples, preferences):
             if e.subset:
                 groups[e.subset].append(p)
+        files = {"model_outputs.json": model_outputs, "reference_outputs.json": reference_outputs,
+                 "annotations.json": annotations}
         return EvalResult(win_rate(preferences), self.name, self.version, self.provenance()["config"],
-                          {name: win_rate(values) for name, values in sorted(groups.items())})
+                          {name: win_rate(values) for name, values in sorted(groups.items())}, files)
 
     def baseline(self, examples, task: EvalTask) -> list[str]:
         if self.config.baseline == "baseline_output":
@@ -118,22 +133,44 @@ class WinRate(Evaluator):
                             batch_size=self.config.batch_size, temperature=self.config.temperature,
                             top_p=self.config.top_p, seed=task.seed, advance=advance)
 
-    def judge(self, examples, baseline: list[str], outputs: list[str], task: EvalTask) -> list[float]:
+    def judge(self, examples, reference_outputs: list[dict], model_outputs: list[dict], task: EvalTask) -> list[dict]:
+        """alpaca_eval's annotation records, one per prompt, each with its ``preference``."""
         from dvbench.plugins.evaluators import judges
 
-        if self.config.judge == "reference":
-            return judges.reference(examples, baseline, outputs)
         if self.config.judge == "alpaca_eval":
             from dvbench.plugins.evaluators.alpaca import annotate
 
-            return annotate(self.config.annotator, [judges.instruction_text(e) for e in examples], baseline, outputs)
-        if self._judge is None:
-            from dvbench.harness.lm.models import load_model
+            return annotate(self.config.annotator, reference_outputs, model_outputs)
+        baseline, outputs = [r["output"] for r in reference_outputs], [m["output"] for m in model_outputs]
+        if self.config.judge == "reference":
+            preferences, annotator = judges.reference(examples, baseline, outputs), "reference"
+        else:
+            if self._judge is None:
+                from dvbench.harness.lm.models import load_model
 
-            self._judge = load_model(ModelRef(self.config.judge_model))
-        with task.progress.task("win_rate judge", 2 * len(examples), "prompts") as advance:
-            return judges.local_lm(self._judge, examples, baseline, outputs, batch_size=self.config.batch_size,
-                                   advance=advance)
+                self._judge = load_model(ModelRef(self.config.judge_model))
+            with task.progress.task("win_rate judge", 2 * len(examples), "prompts") as advance:
+                preferences = judges.local_lm(self._judge, examples, baseline, outputs,
+                                              batch_size=self.config.batch_size, advance=advance)
+            annotator = f"local_lm:{self.config.judge_model}"
+        return [_annotation(r, m, annotator, p) for r, m, p in zip(reference_outputs, model_outputs, preferences)]
+
+
+def _outputs(examples, responses: list[str], generator: str) -> list[dict]:
+    """alpaca_eval's model-outputs records of ``responses`` to ``examples``."""
+    from dvbench.plugins.evaluators.judges import instruction_text
+
+    return [{"instruction": instruction_text(e), "output": r, "generator": generator,
+             **({"dataset": e.subset} if e.subset else {})} for e, r in zip(examples, responses)]
+
+
+def _annotation(reference: dict, model: dict, annotator: str, preference: float) -> dict:
+    """An alpaca_eval annotation record: the baseline's response as output 1, the model's as 2."""
+    record = {"instruction": model["instruction"], "output_1": reference["output"],
+              "generator_1": reference["generator"], "output_2": model["output"], "generator_2": model["generator"]}
+    if "dataset" in model:
+        record["dataset"] = model["dataset"]
+    return {**record, "annotator": annotator, "preference": preference}
 
 
 @hookimpl

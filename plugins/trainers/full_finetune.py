@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dvbench.harness.artifacts import read_safetensors, write_safetensors
+from dvbench.harness.artifacts import json_text, read_safetensors, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
@@ -167,7 +167,7 @@ def _checkpoint(files: WorkFiles, step: int, params: dict, optimizer, log: list)
             tensors[f"{key}.{name}"] = optimizer.state[p][key]
     name = f"checkpoint-{step}.safetensors"
     files.write(name, lambda tmp: write_safetensors(tmp, tensors))
-    record = json.dumps({"step": step, "file": name, "log": log}) + "\n"
+    record = json_text({"step": step, "file": name, "log": log})
     files.write(POINTER, lambda tmp: tmp.write_text(record, encoding="utf-8"))
     for old in files.folder.glob("checkpoint-*.safetensors"):
         if old.name != name:
@@ -209,7 +209,7 @@ def _save(model, tokenizer, out, log: list, changed: tuple | None) -> None:
         else:
             save_partial(partial, changed[0], {name: p.detach() for name, p in changed[1].items()})
         tokenizer.save_pretrained(partial)
-    (partial / "training.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    (partial / "training.json").write_text(json_text(log, indent=1), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
 

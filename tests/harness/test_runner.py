@@ -1,9 +1,13 @@
 import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from dvbench.harness import provenance
 from dvbench.harness.data.generated import generate
 from dvbench.harness.runner import Runner
 from dvbench.harness.spec import load_spec
@@ -39,6 +43,10 @@ def spec_path(tmp_path, spec_text):
         tmp_path / "scores.csv")
     (tmp_path / "spec.yaml").write_text(spec_text)
     return tmp_path / "spec.yaml"
+
+
+def _refuse(constant):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _naive_spearman(x, y):
@@ -81,10 +89,25 @@ def test_run_writes_scores_and_a_leaderboard_we_recompute(spec_path, tmp_path):
     top = pl.read_parquet(out / "selections/top.parquet").filter(pl.col("valuator") == "from-file")
     assert top["candidate_id"].to_list() == _naive_top(ids, values["from-file"], 10)
 
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text(), parse_constant=_refuse)  # strict JSON: no NaN
     assert record["seed"] == 5 and record["spec"]["valuators"]["rand-2"] == {"use": "random", "seed": 2}
     assert set(record["timings_s"]) == {"data", "model", "valuation", "selection", "leaderboard"}
     assert record["plugins"]["valuators.from-file"]["plugin"] == "file"
+    labels = {"rand-1", "rand-2", "from-file"}
+    assert set(record["valuator_seconds"]) == set(record["valuator_peak_rss_mb"]) == labels
+    assert all(mb > 10 for mb in record["valuator_peak_rss_mb"].values())  # this process's RSS, in MiB
+    assert set(record["valuator_peak_cuda_allocated_mb"]) == labels
+    assert record["versions"]["numpy"] == np.__version__ and record["versions"]["polars"] == pl.__version__
+    assert record["versions"]["dvbench"] == metadata.version("dvbench")
+    assert record["plugins"]["valuators.rand-1"]["distribution"] == {"name": "dvbench",
+                                                                      "version": metadata.version("dvbench")}
+    assert record["git"]["spec"] is None  # the spec lies in no git checkout
+    source = Path(provenance.__file__).parent
+    if record["git"]["dvbench"] is not None:  # dvbench runs from a checkout
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert record["git"]["dvbench"]["commit"] == head.stdout.strip()
+    assert record["hardware"]["cores"] >= 1 and record["hardware"]["memory_gb"] > 0
+    assert record["started"] <= record["finished"]
 
 
 def test_saved_scores_are_reused_only_under_the_same_producer(spec_path, spec_text, tmp_path):

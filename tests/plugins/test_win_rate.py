@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dvbench.harness.artifacts import ArtifactStore
 from dvbench.plugins.evaluators.alpaca import contained
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.models import load_model
@@ -90,6 +91,48 @@ def test_win_rate_uses_alpaca_eval_metrics_overall_and_per_subset(tiny_model_dir
     assert result.by_subset["b"]["n_total"] == len(rows)
 
 
+def test_responses_and_judgements_are_kept_in_alpaca_evals_formats(tiny_model_dir, tuned_dir, tmp_path, monkeypatch):
+    """Saved as the evaluation stage saves them, read back by alpaca_eval's own loader: the rows are
+    the generated responses, and alpaca_eval's metric on the annotations is the win rate."""
+    with contained():
+        from alpaca_eval.metrics import get_winrate
+        from alpaca_eval.utils import load_or_convert_to_dataframe
+
+    generated, real = {}, WinRate.responses
+    monkeypatch.setattr(WinRate, "responses", lambda self, ref, examples, task, what:
+                        generated.setdefault(what, real(self, ref, examples, task, what)))
+    task = EvalTask(ModelRef(str(tuned_dir)), ModelRef(str(tiny_model_dir)), EVAL, template=Template(name="plain"))
+    result = WinRate(WinRate.Config(judge="reference", max_new_tokens=6, batch_size=4)).evaluate(task)
+    ArtifactStore(tmp_path).save_json("evaluations/win_rate/m", {}, {"all": result.metrics}, beside=result.files)
+    with contained():
+        outputs, reference, annotations = (load_or_convert_to_dataframe(tmp_path / f"evaluations/win_rate/m.{kept}.json")
+                                           for kept in ("model_outputs", "reference_outputs", "annotations"))
+        alpaca_metrics = get_winrate(annotations)
+    ours, theirs = generated["responses"], generated["baseline responses"]
+    assert ours != theirs
+    assert outputs["output"].tolist() == ours and reference["output"].tolist() == theirs
+    instructions = [judges.instruction_text(e) for e in EVAL]
+    assert outputs["instruction"].tolist() == reference["instruction"].tolist() == instructions
+    assert outputs["dataset"].tolist() == reference["dataset"].tolist() == [e.subset for e in EVAL]
+    assert set(outputs["generator"]) == {tuned_dir.name} and set(reference["generator"]) == {tiny_model_dir.name}
+    assert annotations["instruction"].tolist() == instructions
+    assert annotations["output_1"].tolist() == theirs and annotations["output_2"].tolist() == ours
+    assert set(annotations["generator_2"]) == {tuned_dir.name} and set(annotations["annotator"]) == {"reference"}
+    assert annotations["preference"].tolist() == judges.reference(EVAL, theirs, ours)
+    assert float(alpaca_metrics["win_rate"]) == pytest.approx(result.metrics["win_rate"])
+
+    with contained():  # judged again, as `alpaca_eval evaluate --model_outputs --reference_outputs` would
+        from alpaca_eval.main import evaluate
+
+        board, judged = evaluate(model_outputs=tmp_path / "evaluations/win_rate/m.model_outputs.json",
+                                 reference_outputs=tmp_path / "evaluations/win_rate/m.reference_outputs.json",
+                                 annotators_config=str(OFFLINE), output_path=tmp_path / "judged", caching_path=None,
+                                 precomputed_leaderboard=None, fn_metric="get_winrate", sort_by="win_rate",
+                                 is_return_instead_of_print=True)
+    assert board.loc[tuned_dir.name, "n_total"] == len(EVAL)
+    assert [a["output_2"] for a in judged] == ours and [a["output_1"] for a in judged] == theirs
+
+
 def _shown_swapped(instruction):
     """alpaca_eval 0.6's order shuffle (``RandomSwitchTwoColumnsProcessor`` under the annotator's
     default seed 0): whether the baseline is shown as "Output (b)"."""
@@ -109,6 +152,12 @@ def test_alpaca_eval_annotator_by_path_with_the_offline_decoder(tiny_model_dir):
     assert result.metrics["n_wins"] == preferences.count(2.0)
     assert result.metrics["n_wins_base"] == preferences.count(1.0)
     assert result.metrics["win_rate"] == pytest.approx(100 * sum(p - 1 for p in preferences) / len(preferences))
+    annotations = result.files["annotations.json"]  # the annotator's own records
+    assert [a["preference"] for a in annotations] == preferences
+    assert [a["output_1"] for a in annotations] == [e.meta["baseline_output"] for e in examples]
+    assert {a["annotator"] for a in annotations} == {"alpaca_eval_offline"}
+    assert {a["generator_1"] for a in annotations} == {"baseline_output"}
+    assert [a["dataset"] for a in annotations] == [e.subset for e in examples]
 
 
 def test_a_judge_returning_garbage_is_an_error(tiny_model_dir, tmp_path):
