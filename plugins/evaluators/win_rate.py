@@ -1,4 +1,4 @@
-"""``win_rate``: AlpacaEval-style win rate of the fine-tuned model against a baseline (SPEC.md).
+"""``win_rate``: AlpacaEval-style win rate of the fine-tuned model against a baseline (docs/definitions.md § Metrics).
 
 For each eval prompt (the template's query, no answer), the fine-tuned model's response is
 generated in batches (greedy unless ``temperature > 0``) and judged against the baseline's: the

@@ -1,4 +1,4 @@
-"""``score_bins``: bins on a reference valuator's scores, rank-matched for every valuator (SPEC.md).
+"""``score_bins``: bins on a reference valuator's scores, rank-matched for every valuator (docs/definitions.md § Selectors).
 
 A bin is a comparison with a threshold on the reference's scores, e.g. ``>0.8`` or ``<=0.5``
 (the paper's ICP bins: ``<=0.5, >0.5, >0.8, >0.85, >0.9``, nested). Its size ``n`` is the number

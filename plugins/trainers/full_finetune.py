@@ -1,4 +1,4 @@
-"""``full_finetune``: fine-tuning with AdamW on the answer-only loss ``L(θ, z)`` (SPEC.md).
+"""``full_finetune``: fine-tuning with AdamW on the answer-only loss ``L(θ, z)`` (docs/definitions.md § Data).
 
 Each optimizer step takes ``batch_size × gradient_accumulation`` examples; its loss is the mean
 of their ``L`` (the mean answer NLL of the training sequence, as the valuators define it),

@@ -1,4 +1,4 @@
-"""``ekfac``: influence through an EK-FAC Gauss–Newton curvature (the paper's Infl; SPEC.md).
+"""``ekfac``: influence through an EK-FAC Gauss–Newton curvature (the paper's Infl; docs/definitions.md § EK-FAC).
 
 Per pair ``∇L(θ, x)ᵀ (Ĝ + λI)⁻¹ ∇L(θ, z)`` over the tracked linear weights, ``L`` the mean
 answer loss of the zero-shot sequence, ``Ĝ`` fitted on the candidates

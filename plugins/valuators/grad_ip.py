@@ -1,4 +1,4 @@
-"""``grad_ip``: gradient inner product, Infl_IP (this paper's eq. 5; SPEC.md).
+"""``grad_ip``: gradient inner product, Infl_IP (this paper's eq. 5; docs/definitions.md § Valuators).
 
 Per pair, ``∇L(θ, x) · ∇L(θ, z)`` over the tracked linear weights (``tracked`` in the spec),
 ``L`` the mean answer NLL of the zero-shot sequence. Positive when a gradient step on ``z``

@@ -1,4 +1,5 @@
-"""``icp``: one-shot in-context probing, SPEC.md eqs. 1-3.
+"""``icp``: one-shot in-context probing, the paper's eqs. 1-3 (docs/definitions.md § Zero-shot
+and one-shot scores, § Valuators).
 
 For every candidate ``z`` and anchor ``x``: ``s_zs(x)``, the mean log-probability of ``x``'s
 answer given its query, and ``s_os(x, z)``, the same with ``z`` (query and answer) placed before

@@ -1,9 +1,9 @@
 """``one_step``: one fine-tuning step on each candidate, then every anchor's zero-shot score.
 
 For each candidate ``z``: ``θ' = θ − η ∇L(θ, z)`` on the tracked linear weights (plain SGD,
-SPEC.md), then ``s_zs(x; θ') − s_zs(x; θ)`` for every anchor. ``indicator`` (default; the
-paper's FT score) is the fraction of anchors whose score rose (strict), ``mean_difference`` the
-mean change.
+docs/definitions.md § Valuators), then ``s_zs(x; θ') − s_zs(x; θ)`` for every anchor.
+``indicator`` (default; the paper's FT score) is the fraction of anchors whose score rose
+(strict), ``mean_difference`` the mean change.
 
 The step is taken in place and undone by copying back the weights saved once at the start:
 bit for bit, with no model reload and no copy per candidate. The candidate's gradient comes
