@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.artifacts import read_safetensors, write_safetensors
@@ -67,6 +67,12 @@ class EkfacValuator(Valuator):
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
         max_gradient_gb: float = Field(4.0, gt=0, description="Memory for the anchors' per-example gradients "
                                                               "when every pair is needed; layers are grouped to fit.")
+
+        @field_validator("labels", mode="before")
+        @classmethod
+        def _bare_true(cls, value):
+            """YAML reads an unquoted ``true`` as a boolean: as a label choice it means ``"true"``."""
+            return "true" if value is True else value
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
