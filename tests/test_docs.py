@@ -37,20 +37,32 @@ def test_every_spec_key_is_documented(key):
     assert f"`{key}`" in SPECS_README, f"specs/README.md does not document `{key}`"
 
 
-def _plugin_section(role: str, name: str) -> str:
-    match = re.search(rf"^#+ `{name}` \({role}\)\n(.*?)(?=^#|\Z)", SPECS_README, re.M | re.S)
-    assert match, f"specs/README.md has no heading '### `{name}` ({role})'"
+def _plugin_section(role: str, name: str, text: str = SPECS_README) -> str:
+    match = re.search(rf"^#+ `{name}` \({role}\)\n(.*?)(?=^#|\Z)", text, re.M | re.S)
+    assert match, f"no heading '### `{name}` ({role})'"
     return match.group(1)
+
+
+def _table(section: str) -> str:
+    """The option table of a section: its lines from ``| key |`` to the last ``|`` line."""
+    match = re.search(r"^\| key \|.*?(?=\n(?!\|)|\Z)", section, re.M | re.S)
+    return match.group(0) if match else ""
 
 
 @pytest.mark.parametrize("role, name", [(role, name) for role, entries in BUILTINS.entries.items()
                                         for name in entries])
-def test_every_builtin_plugin_option_is_documented_and_has_help(role, name):
-    cls = BUILTINS.get(role, name)
-    section = _plugin_section(role, name)
-    for key, field in cls.Config.model_fields.items():
+def test_every_builtin_option_table_is_the_commands_output(role, name, dvbench):
+    """specs/README.md's table under each built-in's heading is what ``dvbench plugins NAME
+    --markdown`` prints for it (paste that to update it), and every option has help text."""
+    fields = BUILTINS.get(role, name).Config.model_fields
+    for key, field in fields.items():
         assert field.description, f"{name}.Config.{key} has no help text"
-        assert f"`{key}`" in section, f"specs/README.md does not document {role} {name!r} option `{key}`"
+    result = dvbench("plugins", name, "--markdown")
+    assert result.returncode == 0, result.stderr
+    printed = _table(_plugin_section(role, name, result.stdout))
+    assert printed.count("\n") == len(fields) + 1  # header, rule, one row per option
+    assert _table(_plugin_section(role, name)) == printed, (
+        f"specs/README.md's table for {role} {name!r} differs from `dvbench plugins {name} --markdown`")
 
 
 @pytest.mark.parametrize("hook", [h for h in dir(hookspecs) if h.startswith("dvbench_")])

@@ -55,18 +55,26 @@ class EkfacValuator(Valuator):
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
-            "mean", description="mean: the mean over anchors; fraction_positive: the fraction of anchors with a "
-                                "positive score.")
+            "mean", description="`mean`: the mean over anchors, `∇L(z) · (Ĝ+λI)⁻¹ mean_i ∇L(x_i)`, one forward "
+                                "and backward per candidate. `fraction_positive`: the fraction of anchors with a "
+                                "positive score; computes every pair and gives the per-anchor matrix.")
         labels: Literal["sampled", "true"] = Field(
-            "sampled", description="sampled: pseudo-gradients of labels drawn from the model (the Gauss–Newton "
-                                   "Fisher); true: the candidates' own answers (the empirical Fisher).")
-        per_anchor: bool = Field(False, description="Also give the anchors x candidates matrix (every pair; "
-                                                    "fraction_positive always does).")
-        damping_factor: float = Field(0.1, gt=0, description="λ = damping_factor × mean(Λ), per layer.")
-        damping: float | None = Field(None, ge=0, description="One λ for every layer, instead of damping_factor.")
+            "sampled", description="`sampled`: the Gauss–Newton (true Fisher) estimate, one label drawn per answer "
+                                   "token from the model's predictive distribution, seeded by the spec's `seed`. "
+                                   "`true`: the candidates' own answers (the empirical Fisher); YAML's bare `true` "
+                                   "means this too.")
+        per_anchor: bool = Field(False, description="Also give the anchors × candidates matrix with the `mean` "
+                                                    "aggregate (taken from it); costs every pair, as "
+                                                    "`fraction_positive` does.")
+        damping_factor: float = Field(0.1, gt=0, description="`λ = damping_factor × mean(Λ)`, per layer "
+                                                             "(kronfluence's `damping_factor=None` heuristic).")
+        damping: float | None = Field(None, ge=0, description="One `λ` for every layer, in place of "
+                                                              "`damping_factor`. As it grows, scores tend to "
+                                                              "`grad_ip`'s divided by `λ`.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory for the anchors' per-example gradients "
-                                                              "when every pair is needed; layers are grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
+                                                              "gradients when every pair is needed; layers are "
+                                                              "grouped to fit.")
 
         @field_validator("labels", mode="before")
         @classmethod
