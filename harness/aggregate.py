@@ -1,5 +1,5 @@
 """The rules that turn an anchors x candidates matrix of per-pair values into one score per
-candidate (SPEC.md § Valuators), shared by every valuator that has such a matrix.
+candidate (docs/definitions.md § Aggregates), shared by every valuator that has such a matrix.
 
 - ``indicator`` (icp, one_step) and ``fraction_positive`` (grad_ip, ekfac, file) are one rule:
   the fraction of anchors whose per-pair value is strictly positive, ``(1/N) Σ_i 1[v_i > 0]``;

@@ -35,10 +35,18 @@ def _exists(value: str) -> str:
     return value
 
 
-SpecPath = Annotated[str, AfterValidator(_resolve)]
+@dataclass(frozen=True)
+class TypeText:
+    """Annotation metadata: how an option's type reads in the docs (:mod:`dvbench.harness.options`)
+    where a validator, not the annotation, says what is allowed."""
+
+    text: str
+
+
+SpecPath = Annotated[str, AfterValidator(_resolve), TypeText("path")]
 """A path; relative paths are taken from the spec file's folder."""
 
-ExistingPath = Annotated[str, AfterValidator(_resolve), AfterValidator(_exists)]
+ExistingPath = Annotated[str, AfterValidator(_resolve), AfterValidator(_exists), TypeText("path (must exist)")]
 """A :data:`SpecPath` that must exist when the spec is checked."""
 
 

@@ -1,5 +1,5 @@
-"""Ground-truth metrics of a valuator against counterfactual retraining (SPEC.md, "Ground
-truth"), pure functions of arrays. Losses are ``L(θ, x)``, mean answer-token NLL in nats; every
+"""Ground-truth metrics of a valuator against counterfactual retraining (docs/definitions.md § Ground
+truth), pure functions of arrays. Losses are ``L(θ, x)``, mean answer-token NLL in nats; every
 score is "higher = helps the anchors more".
 
 - **LDS** (Park et al. 2023, as dattri and bergson): with ``K`` retrained subsets ``S_k`` of the

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from dvbench.harness.config import TypeText
 from dvbench.harness.errors import InputError
 
 
@@ -18,7 +19,7 @@ def _check_size(value: int | float) -> int | float:
     return value
 
 
-Size = Annotated[int | float, AfterValidator(_check_size)]
+Size = Annotated[int | float, AfterValidator(_check_size), TypeText("integer ≥ 1 or number in (0, 1]")]
 
 
 def count_of(size: int | float, total: int, what: str = "selection") -> int:

@@ -1,6 +1,6 @@
 """Named templates: an Alpaca row ``(instruction, input, output)`` -> ``(query, answer)`` text.
 
-The template is one spec setting shared by every method (SPEC.md § Data). ``answer`` is always
+The template is one spec setting shared by every method (docs/definitions.md § Data). ``answer`` is always
 the row's ``output``; only the query differs between templates:
 
 - ``alpaca``: the Stanford Alpaca prompt (with or without its ``### Input:`` block);

@@ -1,5 +1,5 @@
 """EK-FAC: an eigenvalue-corrected Kronecker-factored Gauss–Newton curvature of the tracked
-linear layers, and its damped inverse (George et al. 2018; Grosse et al. 2023; SPEC.md).
+linear layers, and its damped inverse (George et al. 2018; Grosse et al. 2023; docs/definitions.md § EK-FAC).
 
 For a tracked layer with weight ``W`` (out x in), inputs ``a`` and output gradients ``g`` at
 every token:

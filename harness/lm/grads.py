@@ -9,7 +9,7 @@ and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example, batch by ba
 preallocated tensor per layer. Gradient valuators may use the terms directly (inner products,
 projections) without forming the gradients.
 
-Only weights are tracked (SPEC.md: the weights of every linear layer in the transformer blocks);
+Only weights are tracked (docs/definitions.md § Valuators: the weights of every linear layer in the transformer blocks);
 the model's own parameters get no ``.grad`` and their ``requires_grad`` flags are left as found.
 """
 

@@ -135,7 +135,7 @@ def per_example(batch: Batch, values: torch.Tensor) -> torch.Tensor:
 def answer_losses(
     model, batch: Batch, hidden: torch.Tensor | None = None, draws: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``L(θ, x_i)`` of SPEC.md for every sequence of ``batch``: the mean NLL of its answer tokens;
+    """``L(θ, x_i)`` of docs/definitions.md § Data for every sequence of ``batch``: the mean NLL of its answer tokens;
     differentiable. The loss that gradients, EK-FAC and the trainer all use; ``hidden`` and
     ``draws`` as for :func:`token_logprobs`."""
     logp = token_logprobs(model, batch, hidden, draws)
@@ -151,7 +151,7 @@ class AnswerLogLik:
 
     @property
     def mean(self) -> np.ndarray:
-        """The average log-probability per answer token: ``s_zs`` / ``s_os`` of SPEC.md."""
+        """The average log-probability per answer token: ``s_zs`` / ``s_os`` of docs/definitions.md § Zero-shot and one-shot scores."""
         return self.sum / self.count
 
 

@@ -1,4 +1,4 @@
-"""``L(θ, x)`` of SPEC.md for a whole set of examples: the mean answer NLL of each example's
+"""``L(θ, x)`` of docs/definitions.md § Data for a whole set of examples: the mean answer NLL of each example's
 zero-shot sequence under one model, loaded from its reference."""
 
 from __future__ import annotations

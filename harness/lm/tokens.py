@@ -1,6 +1,6 @@
 """Token sequences with answer masks: zero-shot, one-shot and training forms, one code path.
 
-Following SPEC.md § Data, a query and its answer are tokenized **separately** (no special
+Following docs/definitions.md § Data, a query and its answer are tokenized **separately** (no special
 tokens) and concatenated as ids, so an answer's tokens are identical in every context:
 
     zero-shot / training:  [BOS] header  x.query  x.answer [EOS]

@@ -1,4 +1,4 @@
-"""The ground-truth stage: counterfactual retraining (SPEC.md, "Ground truth").
+"""The ground-truth stage: counterfactual retraining (docs/definitions.md § Ground truth).
 
 - **The retrain bank.** K subsets ``S_k`` of ``round(α·M)`` candidates, drawn uniformly without
   replacement by a generator seeded with ``(spec seed, k)``, each fine-tuned from the base

@@ -1,6 +1,6 @@
 """``loss``: the held-out answer loss of the fine-tuned model against the model it started from.
 
-``L(θ, x)`` of SPEC.md (the mean answer NLL given the query, the template's zero-shot sequence)
+``L(θ, x)`` of docs/definitions.md § Data (the mean answer NLL given the query, the template's zero-shot sequence)
 averaged over the eval examples that have an answer, for the fine-tuned model (``loss``) and for
 the base model (``base_loss``); ``delta = loss − base_loss`` (negative: fine-tuning helped).
 Overall and per example ``subset``. The base model's losses are computed once per evaluator.

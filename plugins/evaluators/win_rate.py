@@ -1,4 +1,4 @@
-"""``win_rate``: AlpacaEval-style win rate of the fine-tuned model against a baseline (SPEC.md).
+"""``win_rate``: AlpacaEval-style win rate of the fine-tuned model against a baseline (docs/definitions.md § Metrics).
 
 For each eval prompt (the template's query, no answer), the fine-tuned model's response is
 generated in batches (greedy unless ``temperature > 0``) and judged against the baseline's: the
@@ -41,18 +41,25 @@ class WinRate(Evaluator):
 
     class Config(Config):
         judge: Literal["local_lm", "reference", "alpaca_eval"] = Field(
-            "local_lm", description="local_lm: a local model's preference between the two responses; reference: "
-                                    "token F1 with the reference answer; alpaca_eval: an alpaca_eval annotator.")
-        judge_model: str = Field("embedded", description="local_lm: the judging model (a dvbench model name).")
-        annotator: str | None = Field(None, description="alpaca_eval: the annotator config's name or path, e.g. "
-                                                        "weighted_alpaca_eval_gpt4_turbo (API keys needed).")
+            "local_lm", description="Who compares the two responses: `local_lm`, a local model's preference (both "
+                                    "orders averaged); `reference`, the higher token F1 against the eval set's "
+                                    "reference answer; `alpaca_eval`, an alpaca_eval annotator (`annotator`).")
+        judge_model: str = Field("embedded", description="`local_lm`: the judging model, any dvbench model name "
+                                                         "(absolute paths for folders).")
+        annotator: str | None = Field(None, description="`alpaca_eval`: the annotator config's name (e.g. "
+                                                        "`weighted_alpaca_eval_gpt4_turbo`, which needs "
+                                                        "`OPENAI_API_KEY`) or the path of a `configs.yaml`; "
+                                                        "required with that judge.")
         baseline: Literal["base_model", "baseline_output"] = Field(
-            "base_model", description="base_model: the base model's responses; baseline_output: the eval set's "
-                                      "baseline_output column.")
-        max_new_tokens: int = Field(256, ge=1, description="Longest response in tokens.")
-        temperature: float = Field(0.0, ge=0, description="0: greedy; above: sampling, seeded by the spec's seed.")
-        top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling's mass (with temperature > 0).")
-        batch_size: int = Field(8, ge=1, description="Prompts per generate call (and judge prompts per forward: twice this).")
+            "base_model", description="The baseline's responses: the base model's (`base_model`), or the eval "
+                                      "set's `baseline_output` column.")
+        max_new_tokens: int = Field(256, ge=1, description="Longest response in tokens (the query is cut from the "
+                                                           "left to leave room).")
+        temperature: float = Field(0.0, ge=0, description="0: greedy. Above: sampling, seeded by the spec's `seed`.")
+        top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling's mass, with `temperature > 0`.")
+        batch_size: int = Field(8, ge=1, description="Prompts per `generate` call; the local judge reads both "
+                                                     "labels from one forward per prompt, `2 × batch_size` "
+                                                     "prompts (both orders) per forward.")
 
         @model_validator(mode="after")
         def _annotator(self):

@@ -19,8 +19,9 @@ class RandomSelector(Selector):
     version = "1.0.0"
 
     class Config(Config):
-        k: Size = Field(description="How many to draw: a count (100) or a fraction of the pool (0.1).")
-        seed: int | None = Field(None, ge=0, description="Generator seed; the spec's seed when unset.")
+        k: Size = Field(description="How many to draw: a count (`100`), or a fraction of the pool (`0.1`, "
+                                    "rounded half up, at least one).")
+        seed: int | None = Field(None, ge=0, description="Generator seed; unset: the spec's `seed`.")
 
     def select(self, scores: Scores, *, reference: Scores, seed: int) -> Selection:
         total = len(scores.candidate_ids)

@@ -1,4 +1,4 @@
-"""``score_bins``: bins on a reference valuator's scores, rank-matched for every valuator (SPEC.md).
+"""``score_bins``: bins on a reference valuator's scores, rank-matched for every valuator (docs/definitions.md § Selectors).
 
 A bin is a comparison with a threshold on the reference's scores, e.g. ``>0.8`` or ``<=0.5``
 (the paper's ICP bins: ``<=0.5, >0.5, >0.8, >0.85, >0.9``, nested). Its size ``n`` is the number
@@ -34,8 +34,9 @@ class ScoreBins(Selector):
     version = "1.0.0"
 
     class Config(Config):
-        bins: list[str] = Field(list(PAPER_BINS), min_length=1, description="Bins on the reference's scores, "
-                                      "each a comparison and a threshold: '>0.8', '<=0.5', '>=2', '<-1e-3'.")
+        bins: list[str] = Field(list(PAPER_BINS), min_length=1, description="Each a comparison (`>`, `>=`, `<`, "
+                                "`<=`) and a threshold, e.g. `>0.8`, `<=0.5`, `<-1e-3`; the default is the paper's "
+                                "ICP bins (nested). Subsets are named after the bins.")
 
         @field_validator("bins")
         @classmethod

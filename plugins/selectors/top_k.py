@@ -16,7 +16,8 @@ class TopK(Selector):
     version = "1.0.0"
 
     class Config(Config):
-        k: Size = Field(description="How many to keep: a count (100) or a fraction of the pool (0.1).")
+        k: Size = Field(description="How many to keep: a count (`100`), or a fraction of the pool (`0.1`, "
+                                    "rounded half up, at least one).")
 
     def select(self, scores: Scores, *, reference: Scores, seed: int) -> Selection:
         count = count_of(self.config.k, len(scores.candidate_ids), f"top_k (k={self.config.k})")

@@ -1,4 +1,4 @@
-"""``full_finetune``: fine-tuning with AdamW on the answer-only loss ``L(θ, z)`` (SPEC.md).
+"""``full_finetune``: fine-tuning with AdamW on the answer-only loss ``L(θ, z)`` (docs/definitions.md § Data).
 
 Each optimizer step takes ``batch_size × gradient_accumulation`` examples; its loss is the mean
 of their ``L`` (the mean answer NLL of the training sequence, as the valuators define it),
@@ -60,13 +60,18 @@ class FullFinetune(Trainer):
         batch_size: int = Field(8, ge=1, description="Examples per forward and backward (a micro-batch).")
         gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
         schedule: Literal["constant", "linear", "cosine"] = Field(
-            "cosine", description="Learning rate after warm-up: constant, or decaying linearly or by a cosine to 0.")
-        warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps with a linear warm-up "
-                                                                 "(its first step has rate 0, as in transformers).")
-        weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay.")
-        max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient's norm to this; unset: no clipping.")
-        trainable: str | None = Field(None, description="Train only parameters whose name matches this regular "
-                                                        "expression (re.search), and save only those; unset: all.")
+            "cosine", description="The learning rate after warm-up: constant, or decaying linearly or by a cosine "
+                                  "to 0.")
+        warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps (rounded up) with a linear "
+                                                                 "warm-up; as in transformers, its first step has "
+                                                                 "rate 0, so a one-step training with warm-up does "
+                                                                 "not move.")
+        weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay (0: Adam).")
+        max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient's norm to this; `null`: no "
+                                                                   "clipping.")
+        trainable: str | None = Field(None, description="Train only the parameters whose name matches this "
+                                                        "regular expression (`re.search`), e.g. `mlp` to fit a CPU "
+                                                        "budget, and save only those; unset: all.")
         checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints.")
 
     def train(self, task: TrainingTask) -> TrainedModel:

@@ -1,4 +1,4 @@
-"""``ekfac``: influence through an EK-FAC Gauss–Newton curvature (the paper's Infl; SPEC.md).
+"""``ekfac``: influence through an EK-FAC Gauss–Newton curvature (the paper's Infl; docs/definitions.md § EK-FAC).
 
 Per pair ``∇L(θ, x)ᵀ (Ĝ + λI)⁻¹ ∇L(θ, z)`` over the tracked linear weights, ``L`` the mean
 answer loss of the zero-shot sequence, ``Ĝ`` fitted on the candidates
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.artifacts import read_safetensors, write_safetensors
@@ -55,18 +55,32 @@ class EkfacValuator(Valuator):
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
-            "mean", description="mean: the mean over anchors; fraction_positive: the fraction of anchors with a "
-                                "positive score.")
+            "mean", description="`mean`: the mean over anchors, `∇L(z) · (Ĝ+λI)⁻¹ mean_i ∇L(x_i)`, one forward "
+                                "and backward per candidate. `fraction_positive`: the fraction of anchors with a "
+                                "positive score; computes every pair and gives the per-anchor matrix.")
         labels: Literal["sampled", "true"] = Field(
-            "sampled", description="sampled: pseudo-gradients of labels drawn from the model (the Gauss–Newton "
-                                   "Fisher); true: the candidates' own answers (the empirical Fisher).")
-        per_anchor: bool = Field(False, description="Also give the anchors x candidates matrix (every pair; "
-                                                    "fraction_positive always does).")
-        damping_factor: float = Field(0.1, gt=0, description="λ = damping_factor × mean(Λ), per layer.")
-        damping: float | None = Field(None, ge=0, description="One λ for every layer, instead of damping_factor.")
+            "sampled", description="`sampled`: the Gauss–Newton (true Fisher) estimate, one label drawn per answer "
+                                   "token from the model's predictive distribution, seeded by the spec's `seed`. "
+                                   "`true`: the candidates' own answers (the empirical Fisher); YAML's bare `true` "
+                                   "means this too.")
+        per_anchor: bool = Field(False, description="Also give the anchors × candidates matrix with the `mean` "
+                                                    "aggregate (taken from it); costs every pair, as "
+                                                    "`fraction_positive` does.")
+        damping_factor: float = Field(0.1, gt=0, description="`λ = damping_factor × mean(Λ)`, per layer "
+                                                             "(kronfluence's `damping_factor=None` heuristic).")
+        damping: float | None = Field(None, ge=0, description="One `λ` for every layer, in place of "
+                                                              "`damping_factor`. As it grows, scores tend to "
+                                                              "`grad_ip`'s divided by `λ`.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory for the anchors' per-example gradients "
-                                                              "when every pair is needed; layers are grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
+                                                              "gradients when every pair is needed; layers are "
+                                                              "grouped to fit.")
+
+        @field_validator("labels", mode="before")
+        @classmethod
+        def _bare_true(cls, value):
+            """YAML reads an unquoted ``true`` as a boolean: as a label choice it means ``"true"``."""
+            return "true" if value is True else value
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration

@@ -27,14 +27,17 @@ class FileValuator(Valuator):
     needs_model = False
 
     class Config(Config):
-        path: ExistingPath = Field(description="Scores file: .parquet, .csv or .npy (relative to the spec file).")
+        path: ExistingPath = Field(description="The scores file: `.parquet`, `.csv` or `.npy`, relative to the "
+                                               "spec's folder.")
         key: Literal["id", "position"] = Field(
-            "id", description="Match rows to candidates by id column, or by position in the pool."
+            "id", description="Match rows to candidates by the id column (`id`), or by position in the pool "
+                              "(`position`)."
         )
-        id_column: str = Field("candidate_id", description="Column holding candidate ids (key: id).")
-        score_column: str = Field("score", description="Column holding the scores (parquet, CSV).")
+        id_column: str = Field("candidate_id", description="The column holding candidate ids (`key: id`).")
+        score_column: str = Field("score", description="The column holding the scores (parquet, CSV).")
         aggregate: Literal["mean", "fraction_positive"] = Field(
-            "mean", description="For an anchors x candidates .npy matrix: how rows combine into one score."
+            "mean", description="How an anchors × candidates `.npy` matrix becomes one score per candidate: the "
+                                "mean over anchors, or the fraction of anchors with a positive value."
         )
 
     def score(self, task: ValuationTask) -> Scores:

@@ -1,4 +1,4 @@
-"""``grad_ip``: gradient inner product, Infl_IP (this paper's eq. 5; SPEC.md).
+"""``grad_ip``: gradient inner product, Infl_IP (this paper's eq. 5; docs/definitions.md § Valuators).
 
 Per pair, ``∇L(θ, x) · ∇L(θ, z)`` over the tracked linear weights (``tracked`` in the spec),
 ``L`` the mean answer NLL of the zero-shot sequence. Positive when a gradient step on ``z``
@@ -43,14 +43,20 @@ class GradIpValuator(Valuator):
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
-            "mean", description="mean: ∇L(z)·mean ∇L(x); fraction_positive: fraction of anchors with a positive product.")
+            "mean", description="`mean`: `∇L(z) · mean_i ∇L(x_i)`. `fraction_positive`: the fraction of anchors "
+                                "with a positive product.")
         transform: Literal["none", "sign_log"] = Field(
-            "none", description="sign_log: the paper's released clamp / per-tensor sign·log computation.")
-        per_anchor: bool = Field(False, description="Also give the anchors x candidates matrix (every pair; "
-                                                    "fraction_positive and sign_log always do).")
+            "none", description="`sign_log`, paper-faithful: the released code's computation (each gradient "
+                                "element's magnitude clamped to [1e-4, 1], one dot product per weight tensor "
+                                "mapped to `sign(s)·log|s|`, NaN and ±inf to 0, summed). Ill-conditioned where "
+                                "a tensor's product cancels to rounding noise.")
+        per_anchor: bool = Field(False, description="Also give the anchors × candidates matrix with the `mean` "
+                                                    "aggregate (taken from it); costs every pair, as "
+                                                    "`fraction_positive` and `sign_log` do.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory for the anchors' per-example gradients "
-                                                              "when every pair is needed; layers are grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
+                                                              "gradients when every pair is needed; layers are "
+                                                              "grouped to fit.")
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration

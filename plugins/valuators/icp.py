@@ -1,4 +1,5 @@
-"""``icp``: one-shot in-context probing, SPEC.md eqs. 1-3.
+"""``icp``: one-shot in-context probing, the paper's eqs. 1-3 (docs/definitions.md § Zero-shot
+and one-shot scores, § Valuators).
 
 For every candidate ``z`` and anchor ``x``: ``s_zs(x)``, the mean log-probability of ``x``'s
 answer given its query, and ``s_os(x, z)``, the same with ``z`` (query and answer) placed before
@@ -53,16 +54,19 @@ class IcpValuator(Valuator):
 
     class Config(Config):
         aggregate: Literal["indicator", "mean_difference"] = Field(
-            "indicator", description="indicator: fraction of anchors with s_os > s_zs (eq. 3); "
-                                     "mean_difference: mean of s_os - s_zs.")
-        batch_size: int = Field(64, ge=1, description="(Candidate, anchor) pairs per batched forward; "
-                                                      "candidates are grouped to fill it.")
-        max_batch_tokens: int = Field(16384, ge=1, description="Tokens per forward, prefix keys included; "
-                                                               "bounds memory.")
-        padding_side: Literal["right", "left"] = Field("right", description="Where batches are padded; "
-                                                                            "results do not depend on it.")
-        prefix_cache: bool = Field(True, description="Share each demonstration's keys and values across "
-                                                     "anchors; off: one full sequence per pair (slower, same values).")
+            "indicator", description="`indicator`: the fraction of anchors with `s_os > s_zs` (eq. 3, strict). "
+                                     "`mean_difference`: the mean of `s_os − s_zs`.")
+        batch_size: int = Field(64, ge=1, description="(Candidate, anchor) pairs per batched forward; candidates "
+                                                      "are grouped to fill it. `64` suits a CPU; on a GPU, where "
+                                                      "small forwards are launch-bound, raise it (and "
+                                                      "`max_batch_tokens`), e.g. `512` and `262144`.")
+        max_batch_tokens: int = Field(16384, ge=1, description="Tokens per forward, the prefix's keys included: "
+                                                               "bounds memory whatever the number of anchors.")
+        padding_side: Literal["right", "left"] = Field("right", description="Where batches are padded; results "
+                                                                            "do not depend on it.")
+        prefix_cache: bool = Field(True, description="Share each demonstration's keys and values across anchors. "
+                                                     "Off: one full sequence per pair (slower, same values; a "
+                                                     "check).")
 
     def score(self, task: ValuationTask) -> Scores:
         model, tokenizer = load_model(task.model)

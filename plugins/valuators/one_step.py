@@ -1,9 +1,9 @@
 """``one_step``: one fine-tuning step on each candidate, then every anchor's zero-shot score.
 
 For each candidate ``z``: ``θ' = θ − η ∇L(θ, z)`` on the tracked linear weights (plain SGD,
-SPEC.md), then ``s_zs(x; θ') − s_zs(x; θ)`` for every anchor. ``indicator`` (default; the
-paper's FT score) is the fraction of anchors whose score rose (strict), ``mean_difference`` the
-mean change.
+docs/definitions.md § Valuators), then ``s_zs(x; θ') − s_zs(x; θ)`` for every anchor.
+``indicator`` (default; the paper's FT score) is the fraction of anchors whose score rose
+(strict), ``mean_difference`` the mean change.
 
 The step is taken in place and undone by copying back the weights saved once at the start:
 bit for bit, with no model reload and no copy per candidate. The candidate's gradient comes
@@ -63,17 +63,19 @@ class OneStepValuator(Valuator):
 
     class Config(Config):
         aggregate: Literal["indicator", "mean_difference"] = Field(
-            "indicator", description="indicator: fraction of anchors whose s_zs rose (strict); "
-                                     "mean_difference: mean change of s_zs.")
-        learning_rate: float = Field(2e-5, gt=0, description="Step size η.")
+            "indicator", description="`indicator`: the fraction of anchors whose `s_zs` rose (strict). "
+                                     "`mean_difference`: the mean change of `s_zs`.")
+        learning_rate: float = Field(2e-5, gt=0, description="The step size η.")
         optimizer: Literal["sgd", "adamw_beta0"] = Field(
-            "sgd", description="sgd: θ − η∇L; adamw_beta0: the paper's released AdamW step (betas 0, "
-                               "weight decay 0.1, gradient norm clipped to 1).")
+            "sgd", description="`sgd`: plain `θ − η∇L`. `adamw_beta0`, paper-faithful: the release's lit-gpt "
+                               "step, `torch.optim.AdamW` with betas (0, 0) and weight decay 0.1 after clipping "
+                               "the gradient's norm to 1.0.")
         batch_size: int = Field(64, ge=1, description="Anchor sequences per forward.")
         precision: Literal["float64", "model"] = Field(
-            "float64", description="float64: step and score the model loaded in float64, whatever "
-                                   "model.dtype says (a step of η = 2e-5 moves s_zs by less than float32 "
-                                   "rounding); model: in model.dtype.")
+            "float64", description="`float64`: load the model in float64, whatever `model.dtype` says, and step "
+                                   "and score it there (a step of η = 2e-5 moves `s_zs` by about float32's "
+                                   "rounding). `model`: in `model.dtype` (cheaper; in float32 most of the step's "
+                                   "effect is rounding).")
 
     def score(self, task: ValuationTask) -> Scores:
         import torch  # imported when scoring, not at registration

@@ -19,7 +19,7 @@ class RandomValuator(Valuator):
     needs_model = False
 
     class Config(Config):
-        seed: int | None = Field(None, ge=0, description="Generator seed; the spec's seed when unset.")
+        seed: int | None = Field(None, ge=0, description="Generator seed; unset: the spec's `seed`.")
 
     def score(self, task: ValuationTask) -> Scores:
         seed = task.seed if self.config.seed is None else self.config.seed

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from dvbench.harness.config import ConfigError
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm import ekfac
 from dvbench.harness.lm.grads import tracked_linears
@@ -14,6 +15,7 @@ from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
+from dvbench.harness.spec import load_spec
 from dvbench.harness.testing import check_valuator
 from dvbench.plugins.valuators import ekfac as plugin
 from dvbench.plugins.valuators.ekfac import EkfacValuator
@@ -243,3 +245,20 @@ def test_factors_are_saved_reused_and_resumed(task, tmp_path, monkeypatch):
 
 def test_contract(task):
     check_valuator(EkfacValuator, task=task)
+
+
+def test_labels_true_may_be_written_unquoted(tmp_path):
+    """YAML reads a bare ``true`` as a boolean; as ``labels`` it means the choice ``"true"``, and a
+    bare ``false`` is no choice at all."""
+    spec = tmp_path / "spec.yaml"
+
+    def load(labels):
+        spec.write_text("name: e\ndata: {generated: {candidates: 4, anchors: 1, eval: 0}}\n"
+                        f"valuators:\n  e: {{use: ekfac, labels: {labels}}}\n")
+        return load_spec(spec)
+
+    assert load("true").valuators["e"].plugin.config.labels == "true"
+    assert load('"true"').valuators["e"].plugin.config.labels == "true"
+    assert load("sampled").valuators["e"].plugin.config.labels == "sampled"
+    with pytest.raises(ConfigError, match=r"valuators\.e\.labels \(line 4\): expected 'sampled' or 'true'; got False"):
+        load("false")
