@@ -39,6 +39,7 @@ def value(ctx: RunContext, data: Data, model: Model) -> tuple[dict[str, Scores],
             producer = {**use.plugin.provenance(), **inputs}
             if use.plugin.needs_model:
                 producer["model"] = model.identity
+            advance(0, use.label)
             start = time.perf_counter()
             scores[use.label] = _scores(ctx, use, data, model, producer)
             seconds[use.label] = round(time.perf_counter() - start, 3)
