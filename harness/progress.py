@@ -27,6 +27,10 @@ class Progress:
     def task(self, description: str, total: int, unit: str = "items") -> Iterator[Advance]:
         yield lambda n=1, note="": None
 
+    def expect(self, stage: str, units: int | None, like: str | None = None) -> None:
+        """Work to come, for the run's time left: the outermost task ``stage`` will do ``units``
+        units (None: not known yet), each about as long as one of stage ``like``'s (default: its own)."""
+
     def note(self, line: str) -> None:
         """A one-line notice (the run's log); the quiet default prints it."""
         print(line)
@@ -67,11 +71,16 @@ class Meter:
         per = self.done / seconds
         return f"{per:.1f} {self.unit}/s" if per >= 1 else f"{seconds / self.done:.1f} s/{self.unit.removesuffix('s')}"
 
-    def eta(self) -> str:
+    def left(self) -> float | None:
+        """Seconds left at the pace so far; None before a second has passed with something done."""
         seconds = self.now - self.started
-        if not self.done or seconds < 1 or self.done >= self.total:
-            return ""
-        return f"ETA {clock((self.total - self.done) * seconds / self.done)}"
+        if self.done >= self.total:
+            return 0.0
+        return (self.total - self.done) * seconds / self.done if self.done and seconds >= 1 else None
+
+    def eta(self) -> str:
+        left = self.left()
+        return f"ETA {clock(left)}" if left else ""
 
     def count(self) -> str:
         return f"{self.done}/{self.total} {self.unit}"
@@ -92,6 +101,25 @@ class _Tracked(Progress):
         self._now = now
         self._opened = now()
         self._open: list[Meter] = []
+        self._plan: dict[str, tuple[int | None, str]] = {}  # stage to come -> (units, the stage it is like)
+        self._pace: dict[str, float] = {}  # finished stage -> seconds per unit
+
+    def expect(self, stage: str, units: int | None, like: str | None = None) -> None:
+        self._plan[stage] = (units, like or stage)
+
+    def run_eta(self) -> str:
+        """The run's time left: the open stage's, and each stage expected after it at the pace of
+        the stage it is like (the open one's pace so far counts); ``≥`` while some of them have no
+        pace yet. Empty when nothing else
+        is expected or the open stage has no pace yet."""
+        stage = self._open[0] if self._open else None
+        later = {name: plan for name, plan in self._plan.items() if stage is None or name != stage.description}
+        left = stage.left() if stage is not None else None
+        if not later or left is None:
+            return ""
+        pace = {**self._pace, stage.description: (stage.now - stage.started) / stage.done} if stage.done else self._pace
+        known = [units * pace[like] for units, like in later.values() if units is not None and like in pace]
+        return f"run ETA {'≥ ' if len(known) < len(later) else ''}{clock(left + sum(known))}"
 
     def elapsed(self) -> str:
         return clock(self._now() - self._opened)
@@ -116,6 +144,10 @@ class _Tracked(Progress):
         finally:
             meter.now = self._now()
             self._open.remove(meter)
+            if not self._open:
+                self._plan.pop(description, None)
+                if meter.done:
+                    self._pace[description] = (meter.now - meter.started) / meter.done
             self.closed(meter, outermost=not self._open)
 
     def opened(self, meter: Meter) -> None: ...
@@ -150,7 +182,7 @@ class LineProgress(_Tracked):
     def advanced(self, meter: Meter) -> None:
         if meter.now - self._last >= self._every:
             self._last = meter.now
-            self._write(" › ".join(m.line() for m in self._open))
+            self._write(" › ".join(m.line() for m in self._open) + "".join(f"; {eta}" for eta in [self.run_eta()] if eta))
 
     def closed(self, meter: Meter, outermost: bool) -> None:
         if outermost and meter.total:
@@ -176,7 +208,8 @@ class RichProgress(_Tracked):
 
         return Live(TextColumn("{task.description}"), BarColumn(bar_width=24), TextColumn("{task.fields[count]}"),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-                    TextColumn("{task.fields[note]}"), console=self.console, transient=True)
+                    TextColumn("{task.fields[note]}"), TextColumn("{task.fields[run]}"), console=self.console,
+                    transient=True)
 
     def note(self, line: str) -> None:
         (self._live.console if self._live else self.console).print(line, highlight=False, soft_wrap=True)
@@ -188,7 +221,8 @@ class RichProgress(_Tracked):
         self._rows[id(meter)] = self._live.add_task(meter.description, total=meter.total, **self._fields(meter))
 
     def advanced(self, meter: Meter) -> None:
-        self._live.update(self._rows[id(meter)], completed=meter.done, **self._fields(meter))
+        for open_meter in self._open:
+            self._live.update(self._rows[id(open_meter)], completed=open_meter.done, **self._fields(open_meter))
 
     def closed(self, meter: Meter, outermost: bool) -> None:
         self._live.remove_task(self._rows.pop(id(meter)))
@@ -198,6 +232,6 @@ class RichProgress(_Tracked):
             self._live.stop()
             self._live = None
 
-    @staticmethod
-    def _fields(meter: Meter) -> dict:
-        return {"count": meter.count(), "rate": meter.rate(), "eta": meter.eta(), "note": meter.note}
+    def _fields(self, meter: Meter) -> dict:
+        return {"count": meter.count(), "rate": meter.rate(), "eta": meter.eta(), "note": meter.note,
+                "run": self.run_eta() if meter is self._open[0] else ""}

@@ -28,6 +28,7 @@ from dvbench.harness.leaderboard import summary
 # An evaluator's headline metric, the first of these its table has (else its first metric), and
 # which way it is better.
 HEADLINE = {"win_rate": "↑", "loss": "↓"}
+WIDTH = 100  # the screen's columns, and at most 60 lines for the paper's spec
 KEYS = ("trainer", "selection", "valuator", "subset", "eval_subset")
 SAME = "="
 
@@ -122,9 +123,9 @@ def valuator_summary(frame: pl.DataFrame, level: float):
     notes = {"removal ↑": "removal: nats", "MRR ↑": "MRR: planted facts", "AUC ↑": "AUC, AUPRC: defects",
              "LDS ↑": "* global LDS (no per-anchor matrix)", "s": "s: seconds to score"}
     table = _table()
-    table.add_column("valuator")
-    for header in shown:
-        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("valuator", no_wrap=True)
+    for header in shown:  # on a narrow screen an interval wraps below its value
+        table.add_column(header, justify="right", no_wrap=header not in ("LDS ↑", "removal ↑"))
     for row in frame.iter_rows(named=True):
         table.add_row(row["valuator"], *(show(row) for show in shown.values()))
     return _framed(f"per valuator: ↑ higher is better, [{level:.0%} interval]", table,
@@ -151,7 +152,8 @@ def agreement(spearman: pl.DataFrame, per_anchor: pl.DataFrame | None):
                 row.append(SAME if all(v == 1.0 for v in value) else _rho(value[0]))
             else:
                 row.append(SAME if value == 1.0 else _rho(value) if (a, b) in cell else "")
-        table.add_row(a, *row)
+        if any(row):
+            table.add_row(a, *row)
     return _framed("agreement, not quality: Spearman ρ over the pool (above the diagonal), median per anchor "
                    f"(below); {SAME}: exactly 1, the same ranking (one shared matrix, say), not a finding", table)
 
@@ -160,7 +162,7 @@ def _table():
     from rich import box
     from rich.table import Table
 
-    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))  # 2 spaces between columns
 
 
 def _framed(title: str, table, notes: str = ""):

@@ -58,8 +58,12 @@ def whole(frame, format: str) -> str:
 
 
 def print_screen(console, tables, *, level, seconds, out) -> None:
-    """The short screen (:mod:`dvbench.harness.screen`)."""
-    from dvbench.harness.screen import render
+    """The short screen (:mod:`dvbench.harness.screen`), 100 columns wide in a file (a terminal
+    keeps its own width)."""
+    from dvbench.harness.screen import WIDTH, render
+
+    if not console.is_terminal:
+        console.width = max(console.width, WIDTH)
 
     for part in render(tables, level=level, seconds=seconds, out=out):
         console.print(part, highlight=False)

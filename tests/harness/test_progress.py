@@ -62,3 +62,26 @@ def test_rates_read_per_item_or_per_second_and_times_are_never_cut():
 def test_the_display_follows_the_stream():
     assert isinstance(reporter(Console(file=io.StringIO())), LineProgress)
     assert isinstance(reporter(Console(file=io.StringIO(), force_terminal=True)), RichProgress)
+
+
+def test_the_runs_time_left_counts_the_stages_to_come_at_the_pace_of_the_stage_they_are_like():
+    out, now = io.StringIO(), Clock()
+    progress = LineProgress(out, every=0, now=now)
+    progress.expect("training", 4)
+    progress.expect("retraining", 3, like="training")
+    progress.expect("evaluation", None)  # not known yet: the time left is a lower bound
+    with progress.task("training", 4, "models") as advance:
+        now.t += 10
+        advance(2)
+        progress.expect("evaluation", 8)  # known now, its pace not yet
+        now.t += 10
+        advance(1)
+    with progress.task("retraining", 3, "models") as advance:
+        now.t += 12
+        advance(1)
+    lines = out.getvalue().splitlines()
+    # 2 models left at 5 s, 3 retrains at the training's 5 s, evaluation unknown
+    assert lines[1] == "[0:00:10] training 2/4 models, 5.0 s/model, ETA 0:00:10; run ETA ≥ 0:00:25"
+    assert lines[2] == "[0:00:20] training 3/4 models, 6.7 s/model, ETA 0:00:07; run ETA ≥ 0:00:27"
+    # training done at 20 s / 3 = 6.7 s per model; retraining's own pace (12 s) for its 2 left
+    assert lines[5] == "[0:00:32] retraining 1/3 models, 12.0 s/model, ETA 0:00:24; run ETA ≥ 0:00:24"
