@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].main(args, console)
     except (InputError, PluginError) as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        print_error(errors, error)
         return EXIT_INPUT
     except Terminated:
         errors.print("terminated (SIGTERM); finished artifacts are kept: run the same command again to resume")
@@ -52,10 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         errors.print("interrupted; finished artifacts are kept: run the same command again to resume")
         return EXIT_INTERRUPTED
     except OSError as error:
-        errors.print(f"[bold red]error:[/] {os_error_line(error)}", highlight=False, markup=True, soft_wrap=True)
+        print_error(errors, os_error_line(error))
         return EXIT_INPUT
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def print_error(console, error) -> None:
+    """``error: <message>``, the message taken literally (a ``[...]`` in it is not markup)."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, markup=True, soft_wrap=True)
 
 
 if __name__ == "__main__":

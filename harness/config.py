@@ -57,11 +57,20 @@ class Problem:
 class ConfigError(InputError):
     """Invalid input: every problem found, each with the file, YAML path and what is allowed."""
 
-    def __init__(self, source: str, problems: list[Problem], lines: dict[tuple, int] | None = None):
+    def __init__(self, source: str, problems: list[Problem], lines: dict[tuple, int] | None = None,
+                 origins: dict[tuple, str] | None = None):
         self.source = source
         self.problems = problems
         self.lines = lines or {}
+        self.origins = origins or {}  # YAML path -> the --set override that gave its value
         super().__init__(self.render())
+
+    def origin_of(self, path: tuple) -> tuple | None:
+        """The path of the ``--set`` override that gave ``path`` its value, or set a key inside it."""
+        inside = [o for o in self.origins if path[:len(o)] == o]
+        if inside:
+            return max(inside, key=len)
+        return next((o for o in self.origins if path and o[:len(path)] == path), None)
 
     def line_of(self, path: tuple) -> int | None:
         while path:
@@ -71,12 +80,17 @@ class ConfigError(InputError):
         return None
 
     def render(self) -> str:
-        """One problem: one line, ``file: yaml.path (line n): message``. More: a count, then one
-        indented line per problem."""
+        """One problem: one line, ``file: yaml.path (line n): message`` (``--set a.b=1`` in place
+        of the path and line where an override gave the value). More: a count, then one indented
+        line per problem."""
         rows = []
         for problem in self.problems:
-            line = self.line_of(problem.path)
-            where = f"{problem.dotted} (line {line})" if line else problem.dotted
+            line, origin = self.line_of(problem.path), self.origin_of(problem.path)
+            if origin is not None:
+                given = f"--set {self.origins[origin]}"
+                where = given if origin == problem.path else f"{problem.dotted} ({given})"
+            else:
+                where = f"{problem.dotted} (line {line})" if line else problem.dotted
             rows.append(f"{where}: {problem.message}" if problem.path else problem.message)
         if len(rows) == 1:
             return f"{self.source}: {rows[0]}"

@@ -30,6 +30,11 @@ class Plugin(abc.ABC):
         if not isinstance(self.config, self.Config):
             raise TypeError(f"{self.name} takes a {self.Config.__qualname__}, not {config!r}")
 
+    def check(self) -> None:
+        """Raise :class:`~dvbench.harness.errors.InputError` for what would stop this plugin later
+        in a run but can be seen now, offline and without loading a model (a missing API key, a
+        model name that does not resolve); ``dvbench check`` calls it. By default: nothing."""
+
     def provenance(self) -> dict[str, Any]:
         """What produced an artifact: plugin name, version and config, as JSON-ready data."""
         return {"plugin": self.name, "version": self.version, "config": self.config.model_dump(mode="json")}

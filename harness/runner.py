@@ -105,7 +105,7 @@ class Runner:
     def _value(self) -> tuple[RunResult, Data]:
         result = RunResult(self.out)
         with self._timed(result, "data"):
-            data = load_data(self.ctx.spec)
+            data = load_data(self.ctx.spec, self.ctx.log)
         with self._timed(result, "model"):
             result.model = prepare_model(self.ctx, data)
         with self._timed(result, "valuation"):
@@ -153,6 +153,8 @@ class Runner:
             "spec_file": str(spec.source),
             "spec": spec.resolved(),
             "seed": spec.settings.seed,
+            "overrides": list(spec.overrides),
+            "limit": spec.limit,
             "dvbench": __version__,
             "python": platform.python_version(),
             "plugins": plugins,

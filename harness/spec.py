@@ -4,17 +4,22 @@ Every problem in a spec is collected into one :class:`ConfigError` naming the fi
 path (``valuators.icp.batch_size``), its line, what was given and what is allowed. The keys
 are :mod:`dvbench.harness.schema`'s; plugin configs are validated by each plugin's own
 ``Config``; plugins never see YAML. Aliases are expanded at most to :data:`MAX_VALUES` values.
+Command-line ``--set`` overrides (:mod:`dvbench.harness.overrides`) edit the data before it is
+validated, and errors about what they set name them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dvbench.harness import overrides as edits
 from dvbench.harness.config import ConfigError, Problem, validate
+from dvbench.harness.errors import InputError
 from dvbench.harness.plugins import Registry, load_registry
 from dvbench.harness.roles import Plugin
 from dvbench.harness.schema import (LABEL, LABEL_HELP, SECTIONS, Entry, GroundTruthSection, SelectionEntry,
@@ -40,7 +45,8 @@ class Use:
 @dataclass(frozen=True)
 class Spec:
     """A validated spec: the settings, and every plugin instantiated with its config, by section
-    (the names of the YAML, the code and run.json alike)."""
+    (the names of the YAML, the code and run.json alike); the command line's ``--set`` overrides
+    (already in the settings) and ``--limit`` (applied by the data stage)."""
 
     source: Path
     settings: SpecModel
@@ -48,6 +54,8 @@ class Spec:
     selection: dict[str, Use]
     training: dict[str, Use]
     evaluation: dict[str, Use]
+    overrides: tuple[str, ...] = ()
+    limit: int | None = None
 
     @property
     def name(self) -> str:
@@ -91,9 +99,13 @@ class Spec:
         return list(chosen) if chosen is not None else list(self.selection)
 
 
-def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
-    """Read and validate a spec file; raise :class:`ConfigError` listing every problem."""
+def load_spec(path: str | Path, registry: Registry | None = None, *, overrides: Sequence[str] = (),
+              limit: int | None = None) -> Spec:
+    """Read and validate a spec file, ``overrides`` (``a.b.c=VALUE``) applied; raise
+    :class:`ConfigError` listing every problem. ``limit``: the candidates to keep (at least 1)."""
     path = Path(path)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: give the number of candidates to keep, at least 1")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -120,11 +132,18 @@ def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
         problems = [Problem(key, f"repeated (also on line {lines[key]}); YAML keeps only the last, so "
                                  f"rename or remove one") for key, _ in repeated]
         raise ConfigError(str(path), problems, dict(repeated))
-    return parse_spec(data, source=path, registry=registry, lines=lines)
+    try:
+        origins = edits.apply(data, list(overrides)) if isinstance(data, dict) else {}
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    spec = parse_spec(data, source=path, registry=registry, lines=lines, origins=origins)
+    return replace(spec, overrides=tuple(overrides), limit=limit)
 
 
-def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lines: dict | None = None) -> Spec:
-    """Validate already-parsed spec data (``source`` names it in errors and anchors its paths)."""
+def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lines: dict | None = None,
+               origins: dict | None = None) -> Spec:
+    """Validate already-parsed spec data (``source`` names it in errors and anchors its paths;
+    ``origins``: the paths ``--set`` overrides gave, to name them in errors)."""
     if not isinstance(data, dict):
         problem = Problem((), f"expected a mapping of keys ({', '.join(SpecModel.model_fields)}), "
                               f"found {type(data).__name__}")
@@ -160,7 +179,7 @@ def parse_spec(data: Any, *, source: Path, registry: Registry | None = None, lin
     if evaluators and not trainers:
         problems.append(Problem(("evaluation",), "evaluators measure fine-tuned models: add a 'training' section"))
     if problems:
-        raise ConfigError(str(source), problems, lines)
+        raise ConfigError(str(source), problems, lines, origins)
     return Spec(source=source, settings=settings, **uses)
 
 

@@ -109,6 +109,16 @@ def _broken_weights(folder, model):
     weights.write_bytes(weights.read_bytes()[:1000])
 
 
+def _saved_splits(folder, model):
+    """The candidates are a save_to_disk folder holding two splits, and the spec names none."""
+    import datasets
+
+    spec = _spec(folder, model, data__candidates__path="saved")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "dev": datasets.Dataset.from_list(ROWS[:2])}
+                         ).save_to_disk(folder / "saved")
+    return spec
+
+
 ids = [r["id"] for r in ROWS]
 CATALOGUE = {
     # spec file and YAML
@@ -169,6 +179,22 @@ CATALOGUE = {
     "CSV with a header only": (_candidates_file("c.csv", b"instruction,output\n"), "run", "c.csv: holds no rows"),
     "parquet without rows": (_candidates_file("c.parquet", __import__("polars").DataFrame(
         {"instruction": [], "output": []}, schema={"instruction": str, "output": str})), "run", "c.parquet: holds no rows"),
+    # what `check` reads as `run` would: every row, the model's name, a judge's credentials
+    "malformed JSON line (check)": (_data(b'{"id": "x", "instruction": "a", "output": "1"}\n{oops\n'), "check",
+                                    "candidates.jsonl: line 2: not valid JSON"),
+    "row without output (check)": (_data([{"id": "x", "instruction": "Say 1."}]), "check",
+                                   "candidates.jsonl: line 1: field 'output' is missing or empty"),
+    "repeated row without ids (check)": (_data([{"instruction": "Say 1.", "output": "1"}] * 2), "check",
+                                         "candidates.jsonl: line 2 repeats line 1 (the same instruction"),
+    "dataset folder of several splits (check)": (_saved_splits, "check", "holds splits train, dev; choose one"),
+    "misspelt embedded model (check)": (_with(model={"name": "embeded"}, valuators={"a": {"use": "icp"}}), "check",
+                                        "hub model 'embeded' (did you mean 'embedded'?) is not in the local hub cache"),
+    "model path missing (check)": (_with(model={"name": "/no/such/model"}, valuators={"g": {"use": "grad_ip"}}),
+                                   "check", "no such model folder"),
+    "local judge model missing (check)": (_with(selection={"s": {"use": "top_k", "k": 2}},
+                                                training={"t": {"use": "full_finetune"}},
+                                                evaluation={"e": {"use": "win_rate", "judge_model": "/no/judge"}}),
+                                          "check", "evaluation.e: win_rate judge_model '/no/judge': no such model"),
     # paths and files
     "spec path is a folder": (lambda f, m: f, "check", "is a folder; give the spec's YAML file"),
     "data path is a plain folder": (_then(_with(data__candidates__path="rows"), lambda f, m: (f / "rows").mkdir()),
@@ -208,6 +234,25 @@ def test_bad_input_is_one_clear_line(case, tmp_path, tiny_model_dir, capsys, mon
     line = err.strip().splitlines()[-1]  # after any progress rows: the error, on one line
     assert line.startswith("error: ") and "Traceback" not in err, err
     assert expected in line, err
+
+
+def test_check_names_the_api_key_an_alpaca_eval_judge_needs(tmp_path, tiny_model_dir, dvbench, monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_CLIENT_CONFIG_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    judge = {"use": "win_rate", "judge": "alpaca_eval", "annotator": "weighted_alpaca_eval_gpt4_turbo"}
+    spec = _spec(tmp_path, tiny_model_dir, selection={"s": {"use": "top_k", "k": 2}},
+                 training={"t": {"use": "full_finetune"}}, evaluation={"judge": judge})
+    result = dvbench("check", spec)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {spec}: evaluation.judge: annotator 'weighted_alpaca_eval_gpt4_turbo' "
+                                     "calls openai_completions, which needs OPENAI_API_KEY (or OPENAI_API_KEYS, "
+                                     "OPENAI_CLIENT_CONFIG_PATH) in the environment; set it, or judge with local_lm")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert dvbench("check", spec).returncode == 0
+    judge["annotator"] = "no_such_annotator"
+    result = dvbench("check", _spec(tmp_path, tiny_model_dir, selection={"s": {"use": "top_k", "k": 2}},
+                                    training={"t": {"use": "full_finetune"}}, evaluation={"judge": judge}))
+    assert result.returncode == 2 and "no alpaca_eval annotator config 'no_such_annotator'" in result.stderr
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_model_dir, capsys, monkeypatch):

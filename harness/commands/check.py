@@ -1,10 +1,12 @@
-"""``dvbench check SPEC``: validate a spec without loading a model; with ``--golden``, score it and
-compare with a golden file."""
+"""``dvbench check SPEC...``: validate specs without loading a model, as far as a run's first
+seconds would (every data row, the model's name, the plugins' own checks such as a judge's API
+key); with ``--golden``, score one spec and compare with a golden file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dvbench.harness.commands import options
 from dvbench.harness.errors import InputError
 
 EXIT_DRIFT = 1
@@ -12,9 +14,11 @@ GOLDEN_ROWS = 30
 
 
 def add(commands) -> None:
-    check = commands.add_parser("check", help="validate a spec without loading any model; with --golden, "
-                                              "score it and compare with a golden file")
-    check.add_argument("spec", type=Path)
+    check = commands.add_parser("check", help="validate specs without loading any model: keys, every data row, "
+                                              "the model's name, API keys; with --golden, score a spec and "
+                                              "compare with a golden file")
+    check.add_argument("spec", type=Path, nargs="+", help="spec YAML files; each is reported ok or with its errors")
+    options.add(check)
     check.add_argument("--golden", type=Path, help="golden scores (JSON): exit 1 with a table of what drifted")
     check.add_argument("--update", action="store_true", help="with --golden: write the golden file from this run")
     check.add_argument("--out", type=Path, help="with --golden: keep the run's artifacts here (default: a "
@@ -22,18 +26,73 @@ def add(commands) -> None:
 
 
 def main(args, console) -> int:
-    from dvbench.harness.spec import load_spec
-
-    spec = load_spec(args.spec)
     if args.golden is not None:
-        return golden(args, spec, console)
+        if len(args.spec) > 1:
+            raise InputError(f"--golden compares one spec's scores; give one spec, not {len(args.spec)}")
+        return golden(args, options.load_spec(args, args.spec[0]), console)
     if args.update or args.out:
         raise InputError("--update and --out go with --golden FILE")
+    from rich.console import Console
+
+    from dvbench.harness.cli import EXIT_INPUT, print_error
+
+    errors, failed = Console(stderr=True), 0
+    for path in args.spec:
+        try:
+            spec = options.load_spec(args, path)
+            found = problems(spec, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        except InputError as error:
+            found = [str(error)]
+        if found:
+            failed += 1
+            print_error(errors, _report(path, found))
+        else:
+            _ok(console, path, spec)
+    if len(args.spec) > 1:
+        console.print(f"{len(args.spec) - failed} of {len(args.spec)} specs ok", highlight=False, soft_wrap=True)
+    return EXIT_INPUT if failed else 0
+
+
+def problems(spec, log) -> list[str]:
+    """What a run of ``spec`` would reject in its first seconds, or once a plugin starts: bad data
+    rows (every one, file and line), a model that does not resolve (when a role needs one), and
+    each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model."""
+    from dvbench.harness.stages.data import load_data
+    from dvbench.harness.stages.model import needed
+
+    found = []
+    try:
+        load_data(spec, log)
+    except InputError as error:
+        found.append(str(error))
+    if needed(spec):
+        from dvbench.harness.lm.models import locate
+
+        try:
+            locate(spec.settings.model.ref())
+        except InputError as error:
+            found.append(str(error))
+    for section, uses in spec.sections().items():
+        for use in uses.values():
+            try:
+                use.plugin.check()
+            except InputError as error:
+                found.append(f"{section}.{use.label}: {error}")
+    return found
+
+
+def _report(path: Path, found: list[str]) -> str:
+    """A spec's problems: one on one line, several under a count, each line indented."""
+    if len(found) == 1:
+        return found[0] if found[0].startswith(str(path)) else f"{path}: {found[0]}"
+    return "\n".join([f"{path}: {len(found)} problems", *(f"  {line}" for p in found for line in p.splitlines())])
+
+
+def _ok(console, path: Path, spec) -> None:
     counts = ", ".join(f"{len(uses)} {role}(s)" for role, uses in (
         ("valuator", spec.valuators), ("selector", spec.selection), ("trainer", spec.training),
         ("evaluator", spec.evaluation)) if uses or role == "valuator")
-    console.print(f"{args.spec}: ok — {spec.name}: {counts}", highlight=False)
-    return 0
+    console.print(f"{path}: ok — {spec.name}: {counts}", highlight=False, soft_wrap=True)
 
 
 def golden(args, spec, console) -> int:

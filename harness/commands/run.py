@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dvbench.harness.commands import options
 from dvbench.harness.commands.leaderboard import print_screen
 
 
@@ -12,14 +13,14 @@ def add(commands) -> None:
     run = commands.add_parser("run", help="run a spec and write scores and leaderboards")
     run.add_argument("spec", type=Path, help="the spec's YAML file")
     run.add_argument("--out", type=Path, help="output folder (default: the spec's output_dir, or runs/<name>)")
+    options.add(run)
 
 
 def main(args, console) -> int:
     from dvbench.harness.progress import clock, reporter
     from dvbench.harness.runner import Runner
-    from dvbench.harness.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = options.load_spec(args, args.spec)
     progress = reporter()
     runner = Runner(spec, args.out, progress, log=progress.note)
     result = runner.run()

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dvbench.harness.data.rows import examples_from_rows
+from dvbench.harness.data.rows import Unreadable, examples_from_rows
 from dvbench.harness.errors import InputError
 from dvbench.harness.records import Example
 
@@ -48,7 +48,7 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
                 try:
                     rows.append((f"line {number}", json.loads(line)))
                 except json.JSONDecodeError as error:
-                    raise InputError(f"{path}: line {number}: not valid JSON ({error.msg}); fix or remove that line") from None
+                    rows.append((f"line {number}", Unreadable(f"not valid JSON ({error.msg}); fix or remove that line")))
         return rows
     if path.suffix == ".json":
         try:

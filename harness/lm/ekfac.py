@@ -16,7 +16,8 @@ every token:
    ``T (in² + out²)`` multiply-adds a token instead of ``in·out·(in + out)`` per example for
    rotating the formed gradient, chosen per batch by whichever is cheaper.
 4. :meth:`Factors.inverse`: ``(Ĝ + λI)⁻¹ V = Q_S ((Q_Sᵀ V Q_A) / (Λ + λ)) Q_Aᵀ`` with
-   ``λ = damping_factor × mean(Λ)`` per layer, or one given ``λ`` for every layer.
+   ``λ = damping_factor × mean(Λ)`` per layer, or one given ``λ`` for every layer; in the
+   vectors' dtype or float32, whichever is wider.
 
 The scale of ``A`` and ``S`` does not matter (only their eigenvectors are used); ``Λ`` carries
 the scale. Only weights are tracked (:mod:`~dvbench.harness.lm.grads`), so no bias needs the
@@ -140,9 +141,11 @@ class Factors:
         return float(value) if value is not None else factor * float(self.eigenvalues[name].mean())
 
     def inverse(self, name: str, vectors: torch.Tensor, damping: float) -> torch.Tensor:
-        """``(Ĝ + λI)⁻¹ V`` for ``V`` of shape ``(..., out, in)``, computed in float64 and
-        returned in ``V``'s dtype."""
-        q_a, q_s = (q.to(vectors.device, torch.float64) for q in self.bases[name])
-        lam = self.eigenvalues[name].to(vectors.device, torch.float64)
-        rotated = q_s.T @ vectors.double() @ q_a
+        """``(Ĝ + λI)⁻¹ V`` for ``V`` of shape ``(..., out, in)``, computed in ``V``'s dtype or
+        float32, whichever is wider (the eigenbases are kept in the model's precision, so float64
+        arithmetic on a float32 model's bases would only cost time), and returned in ``V``'s dtype."""
+        wide = torch.promote_types(vectors.dtype, torch.float32)
+        q_a, q_s = (q.to(vectors.device, wide) for q in self.bases[name])
+        lam = self.eigenvalues[name].to(vectors.device, wide)
+        rotated = q_s.T @ vectors.to(wide) @ q_a
         return (q_s @ (rotated / (lam + damping)) @ q_a.T).to(vectors.dtype)

@@ -16,6 +16,7 @@ Nothing here touches the network unless :func:`downloads_allowed` says so.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -83,24 +84,51 @@ def resolve(ref: ModelRef) -> ResolvedModel:
     Raises :class:`InputError` when the source does not exist, is not a model, or is a hub model
     that is not cached while downloads are off.
     """
+    kind, path, label = _source(ref)
+    if kind == "gguf":
+        return _from_gguf(path, label)
+    if kind == "hub":
+        path = _hub_folder(ref)
+        label = f"{label} ({path})"
+    _model_folder(path)
+    return ResolvedModel(path, folder_fingerprint(path), label)
+
+
+def locate(ref: ModelRef) -> str:
+    """What ``ref.source`` names, found as :func:`resolve` finds it but offline, without
+    converting a GGUF, hashing or reading weights (``dvbench check``); raises the InputErrors
+    :func:`resolve` would. A hub model that is not cached passes when downloads are allowed."""
+    kind, path, label = _source(ref)
+    if kind == "hub":
+        path = _hub_folder(ref, cached_only=True)
+        if path is None:
+            return f"{label} (not cached: a run downloads it)"
+        label = f"{label} ({path})"
+    if kind != "gguf":
+        _model_folder(path)
+    return label
+
+
+def _source(ref: ModelRef) -> tuple[str, Path | None, str]:
+    """``(kind, path, label)``: a ``gguf`` file, a ``folder`` or a ``hub`` name (no path)."""
     source = ref.source
     if not source.strip():
         raise InputError("model.name is empty; give 'embedded', a hub name, a model folder or a .gguf file")
     if source == EMBEDDED:
         gguf = embedded_gguf()
-        return _from_gguf(gguf, f"embedded {gguf.stem}")
+        return "gguf", gguf, f"embedded {gguf.stem}"
     path = Path(source).expanduser()
     if source.lower().endswith(".gguf"):
         if not path.is_file():
             raise InputError(f"no such GGUF file: {path}; check model.name")
-        return _from_gguf(path.resolve(), str(path.resolve()))
+        return "gguf", path.resolve(), str(path.resolve())
     if path.is_dir():
-        return _from_folder(path.resolve(), f"local folder {path.resolve()}")
+        return "folder", path.resolve(), f"local folder {path.resolve()}"
     if path.exists():
         raise InputError(f"model.name {source!r} is a file; give a model folder (with config.json) or a .gguf file")
     if source.startswith(_PATH_PREFIXES):
         raise InputError(f"no such model folder: {path.absolute()}; check model.name")
-    return _from_hub(ref)
+    return "hub", None, f"hub {source}"
 
 
 def embedded_gguf() -> Path:
@@ -255,41 +283,44 @@ def _input_errors(ref: ModelRef, resolved: ResolvedModel, what: str):
         ) from err
 
 
-def _from_folder(folder: Path, description: str) -> ResolvedModel:
+def _model_folder(folder: Path) -> None:
     if not (folder / "config.json").is_file() and not (folder / PARTIAL).is_file():
         raise InputError(
             f"model folder {folder} has no config.json; give a folder saved with save_pretrained, "
             "a .gguf file or a hub name"
         )
-    return ResolvedModel(folder, folder_fingerprint(folder), description)
 
 
-def _from_hub(ref: ModelRef) -> ResolvedModel:
+def _hub_folder(ref: ModelRef, cached_only: bool = False) -> Path | None:
+    """The hub model's folder in the local hub cache, downloaded first when downloads are allowed;
+    ``cached_only``: never download, and None where a download would be needed and is allowed."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     name, online = ref.source, downloads_allowed(ref.allow_download)
+    meant = f" (did you mean {EMBEDDED!r}?)" if difflib.get_close_matches(name, [EMBEDDED], cutoff=0.75) else ""
     try:
-        folder = snapshot_download(name, local_files_only=not online, ignore_patterns=_HUB_SKIP)
+        folder = snapshot_download(name, local_files_only=cached_only or not online, ignore_patterns=_HUB_SKIP)
     except HFValidationError:
         raise InputError(
-            f"model.name {name!r} is no existing folder, .gguf file or valid hub name; check model.name"
+            f"model.name {name!r} is no existing folder, .gguf file or valid hub name{meant}; check model.name"
         ) from None
     except RepositoryNotFoundError:
         raise InputError(
-            f"no hub model {name!r}, or it is private or gated; check the name, or log in with `hf auth login`"
+            f"no hub model {name!r}{meant}, or it is private or gated; check the name, or log in with `hf auth login`"
         ) from None
     except LocalEntryNotFoundError as err:
+        if online and cached_only:
+            return None
         if online:
             raise InputError(
                 f"could not download hub model {name!r}: {_first_line(err)}; give a local folder instead"
             ) from err
         raise InputError(
-            f"hub model {name!r} is not in the local hub cache and downloads are off; set "
-            f"model.allow_download: true in the spec or {ALLOW_DOWNLOAD}=1, or give a local folder"
+            f"hub model {name!r}{meant} is not in the local hub cache and downloads are off; check model.name, "
+            f"or set model.allow_download: true in the spec or {ALLOW_DOWNLOAD}=1, or give a local folder"
         ) from None
-    folder = Path(folder)
-    return _from_folder(folder, f"hub {name} ({folder})")
+    return Path(folder)
 
 
 def _from_gguf(gguf: Path, label: str) -> ResolvedModel:

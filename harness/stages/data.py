@@ -1,13 +1,16 @@
 """The data stage: the spec's candidates, anchors and eval set, from generated data, files or
-the hub. Writes nothing."""
+the hub; the pool cut to ``--limit`` candidates. Writes nothing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.data.hf import load_hub_examples
+from dvbench.harness.errors import InputError
 from dvbench.harness.records import Example
 from dvbench.harness.spec import Spec
 
@@ -19,24 +22,55 @@ class Data:
     eval: tuple[Example, ...] = ()
 
 
-def load_data(spec: Spec) -> Data:
-    """The spec's candidates, anchors and eval set (eval rows need no output)."""
+def load_data(spec: Spec, log=print) -> Data:
+    """The spec's candidates, anchors and eval set (eval rows need no output), the candidates
+    limited to ``spec.limit`` (:func:`limited`). Every split is read before an error is raised,
+    and the error names the bad rows of each."""
     section = spec.settings.data
     if section.generated is not None:
         g = section.generated
         splits = generate(g.candidates, g.anchors, g.eval, defect_fraction=g.defect_fraction,
                           families=tuple(g.families), seed=spec.settings.seed if g.seed is None else g.seed,
                           facts=g.facts)
-        return Data(**splits)
+        return limited(Data(**splits), spec.limit, spec.settings.seed, log)
+
+    errors = []
 
     def examples(source, require_output=True):
         if source is None:
             return ()
-        if source.dataset is None:
-            return load_examples(source.path, split=source.split, require_output=require_output)
-        return load_hub_examples(source.dataset, split=source.split or "train", config=source.config,
-                                 revision=source.revision, allow_download=source.allow_download,
-                                 require_output=require_output)
+        try:
+            if source.dataset is None:
+                return load_examples(source.path, split=source.split, require_output=require_output)
+            return load_hub_examples(source.dataset, split=source.split or "train", config=source.config,
+                                     revision=source.revision, allow_download=source.allow_download,
+                                     require_output=require_output)
+        except InputError as error:
+            errors.append(str(error))
+            return ()
 
-    return Data(candidates=examples(section.candidates), anchors=examples(section.anchors),
+    data = Data(candidates=examples(section.candidates), anchors=examples(section.anchors),
                 eval=examples(section.eval, require_output=False))
+    if errors:
+        raise InputError("\n".join(errors))
+    return limited(data, spec.limit, spec.settings.seed, log)
+
+
+def limited(data: Data, limit: int | None, seed: int, log=print) -> Data:
+    """The first ``limit`` candidates of a permutation drawn by ``default_rng(seed)``, in their
+    order in the pool (so a smaller limit keeps a subset of a larger one's); anchors' planted
+    facts keep only the supporting candidates still in the pool. A limit at or above the pool's
+    size keeps every candidate, and says so."""
+    pool = len(data.candidates)
+    if limit is None:
+        return data
+    if limit >= pool:
+        log(f"--limit {limit}: the pool holds {pool} candidates; all are kept")
+        return data
+    kept = np.sort(np.random.default_rng(seed).permutation(pool)[:limit])
+    candidates = tuple(data.candidates[i] for i in kept)
+    ids = {c.id for c in candidates}
+    anchors = tuple(replace(a, meta={**a.meta, "supported_by": [c for c in a.meta["supported_by"] if c in ids]})
+                    if "supported_by" in a.meta else a for a in data.anchors)
+    log(f"--limit {limit}: {limit} of {pool} candidates, drawn by seed {seed}")
+    return replace(data, candidates=candidates, anchors=anchors)

@@ -51,6 +51,23 @@ class WinRate(Evaluator):
                 raise ValueError("judge alpaca_eval needs an annotator, e.g. annotator: weighted_alpaca_eval_gpt4_turbo")
             return self
 
+    def check(self) -> None:
+        """The judge can run here: local_lm's model resolves offline; an alpaca_eval annotator
+        exists and its API key is set."""
+        if self.config.judge == "local_lm":
+            from dvbench.harness.lm.models import locate
+
+            try:
+                locate(ModelRef(self.config.judge_model))
+            except InputError as error:
+                raise InputError(f"win_rate judge_model {self.config.judge_model!r}: {error}") from None
+        if self.config.judge == "alpaca_eval":
+            from dvbench.plugins.evaluators.alpaca import unmet
+
+            problem = unmet(self.config.annotator)
+            if problem:
+                raise InputError(problem)
+
     def __init__(self, config=None):
         super().__init__(config)
         self._baseline: dict[tuple, list[str]] = {}

@@ -5,7 +5,8 @@ import pytest
 
 from dvbench.harness.errors import InputError
 from dvbench.harness.data.files import load_examples
-from dvbench.harness.data.rows import content_id, examples_from_rows
+from dvbench.harness.data.rows import SHOWN, content_id, examples_from_rows
+from dvbench.harness.stages.data import Data, limited
 from dvbench.harness.data.generated import FACT_PAIRS, FACTS, FAMILIES, generate
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
@@ -44,6 +45,47 @@ def test_bad_rows_name_the_file_line_and_field(tmp_path, rows, message):
     with pytest.raises(InputError) as error:
         load_examples(path)
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_every_bad_row_is_named_up_to_a_cap(tmp_path):
+    good = {"instruction": "a", "output": "b"}
+    rows = [good, "{broken", {"instruction": "c"}] + [{"output": f"{i}"} for i in range(SHOWN)]
+    with pytest.raises(InputError) as error:
+        load_examples(_jsonl(tmp_path, rows))
+    head, *named = str(error.value).splitlines()
+    assert head == f"{tmp_path / 'd.jsonl'}: {len(rows) - 1} bad rows; fix each"
+    assert named[0].startswith("  line 2: not valid JSON") and named[1].startswith("  line 3: field 'output'")
+    assert [line.split(":")[0].strip() for line in named[:SHOWN]] == [f"line {n}" for n in range(2, SHOWN + 2)]
+    assert named[SHOWN:] == [f"  ... and {len(rows) - 1 - SHOWN} more"]
+
+
+def test_a_repeated_row_without_ids_is_named_by_both_lines_not_a_hash(tmp_path):
+    row = {"instruction": "a", "output": "b"}
+    with pytest.raises(InputError) as error:
+        load_examples(_jsonl(tmp_path, [row, {"instruction": "c", "output": "d"}, row]))
+    message = str(error.value)
+    assert message.endswith("line 3 repeats line 1 (the same instruction, input and output, and no id); "
+                            "remove one, or give each an 'id'")
+    assert content_id("a", "", "b") not in message
+
+
+def test_limit_keeps_a_seeded_ordered_nested_subset_and_the_facts_within_it():
+    data = Data(**generate(40, 8, 0, seed=5, facts=4))
+    notes = []
+    small, large = limited(data, 10, 3, notes.append), limited(data, 20, 3, notes.append)
+    order = {c.id: i for i, c in enumerate(data.candidates)}
+    positions = [order[c.id] for c in small.candidates]
+    assert len(small.candidates) == 10 and positions == sorted(positions)
+    assert set(small.candidates) < set(large.candidates)  # a smaller limit keeps a subset of a larger one's
+    assert small.candidates == limited(data, 10, 3).candidates != limited(data, 10, 4).candidates
+    assert small.anchors == data.anchors and small.eval == data.eval  # the same ids and texts
+    kept = {c.id for c in small.candidates}
+    for before, after in zip(data.anchors, small.anchors):
+        if "supported_by" in before.meta:
+            assert after.meta["supported_by"] == [c for c in before.meta["supported_by"] if c in kept]
+    assert limited(data, 40, 3, notes.append) is data and limited(data, None, 3) is data
+    assert notes == ["--limit 10: 10 of 40 candidates, drawn by seed 3", "--limit 20: 20 of 40 candidates, drawn by seed 3",
+                     "--limit 40: the pool holds 40 candidates; all are kept"]
 
 
 def test_bad_files(tmp_path):

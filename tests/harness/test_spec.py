@@ -205,3 +205,53 @@ def test_an_alias_is_walked_once_and_its_problems_keep_a_line(tmp_path):
 def test_planted_facts_default_to_a_quarter_of_the_anchors(tmp_path, generated, facts):
     spec = load_spec(_spec(tmp_path, f"name: x\ndata: {{generated: {generated}}}\nvaluators: {{r: {{use: random}}}}\n"))
     assert spec.settings.data.generated.facts == facts
+
+
+def test_overrides_validate_like_the_same_edit_of_the_file(tmp_path):
+    import yaml
+
+    overrides = ["seed=7", "valuators.rand.seed=5", "data.generated.candidates=20", "selection.bot.use=top_k",
+                 "selection.bot.k=3", "leaderboard.overlap_fractions=[0.1, 0.2]"]
+    spec = load_spec(_spec(tmp_path, GOOD), overrides=overrides, limit=9)
+    edited = yaml.safe_load(GOOD)
+    edited.update(seed=7, leaderboard={"overlap_fractions": [0.1, 0.2]})
+    edited["valuators"]["rand"]["seed"] = 5
+    edited["data"]["generated"]["candidates"] = 20
+    edited["selection"]["bot"] = {"use": "top_k", "k": 3}
+    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited))
+    assert spec.resolved() == load_spec(tmp_path / "edited.yaml").resolved()
+    assert spec.overrides == tuple(overrides) and spec.limit == 9
+    assert load_spec(tmp_path / "spec.yaml").resolved()["seed"] == 3  # the file itself is untouched
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("valuators.rand.sede=4", "spec.yaml: --set valuators.rand.sede=4: unknown key 'sede'; allowed: seed"),
+    ("valuators.rand={use: random, sed: 1}",
+     "valuators.rand.sed (--set valuators.rand={use: random, sed: 1}): unknown key 'sed'"),
+    ("data.generated.anchors=2", "data.generated (--set data.generated.anchors=2): facts (4) must be at most"),
+    ("seed=-1", "--set seed=-1: expected greater than or equal to 0"),
+    ("seed.x=3", "spec.yaml: --set seed.x=3: seed is int 3, not a mapping; set seed itself"),
+    ("valuators.rand.seed", "--set valuators.rand.seed: expected a dotted path, '=' and a value"),
+    ("valuators..seed=1", "--set valuators..seed=1: expected a dotted path"),
+    ("seed=[1", "--set seed=[1: the value is not valid YAML"),
+])
+def test_a_bad_override_is_named_in_the_error(tmp_path, override, expected):
+    from dvbench.harness.errors import InputError
+
+    with pytest.raises(InputError) as error:
+        load_spec(_spec(tmp_path, GOOD.replace("anchors: 4,", "anchors: 16, facts: 4,")), overrides=[override])
+    assert expected in str(error.value) and "(line" not in str(error.value)
+
+
+def test_an_override_reaches_a_label_with_dots_and_a_later_one_wins(tmp_path):
+    text = GOOD.replace("rand: {use: random, seed: 1}", "rand.v2: {use: random, seed: 1}").replace("reference: rand}",
+                                                                                                 "reference: rand.v2}")
+    spec = load_spec(_spec(tmp_path, text), overrides=["valuators.rand.v2.seed=4", "seed=1", "seed=2"])
+    assert spec.valuators["rand.v2"].plugin.config.seed == 4 and spec.settings.seed == 2
+
+
+def test_limit_is_at_least_one(tmp_path):
+    from dvbench.harness.errors import InputError
+
+    with pytest.raises(InputError, match=r"--limit 0: give the number of candidates to keep, at least 1"):
+        load_spec(_spec(tmp_path, GOOD), limit=0)

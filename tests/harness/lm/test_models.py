@@ -486,3 +486,26 @@ def test_quiet_bars_silences_the_gguf_readers_bar_and_transformers_deprecations(
         assert not seen and "Converting" not in capsys.readouterr().err
         noisy()  # outside, both are back
         assert [w.category for w in seen] == [FutureWarning] and "Converting" in capsys.readouterr().err
+
+
+def test_locate_resolves_as_resolve_does_but_never_downloads_converts_or_hashes(monkeypatch, folder, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(name, local_files_only, **kwargs):
+        calls.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "folder_fingerprint", lambda path: pytest.fail("locate hashed the weights"))
+    assert models.locate(ModelRef(str(folder))) == f"local folder {folder.resolve()}"
+    assert models.locate(ModelRef("org/uncached", allow_download=True)) == "hub org/uncached (not cached: a run downloads it)"
+    with pytest.raises(InputError, match="did you mean 'embedded'.*not in the local hub cache and downloads are off"):
+        models.locate(ModelRef("embeded"))
+    assert calls == [True, True]  # the local hub cache only, downloads allowed or not
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="has no config.json"):
+        models.locate(ModelRef(str(tmp_path / "empty")))
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf")  # found, and not converted: the conversion would fail
+    assert models.locate(ModelRef(str(tmp_path / "x.gguf"))) == str((tmp_path / "x.gguf").resolve())
