@@ -81,15 +81,18 @@ class Runner:
 
     def _run(self) -> RunResult:
         started = time.time()
+        self._expect(RunResult(self.out))
         result, data = self._value()
         ctx = self.ctx
         if ctx.spec.selection:
             with self._timed(result, "selection"):
                 result.selections = selection.select(ctx, result.scores)
         if ctx.spec.training:
+            self._expect(result)
             with self._timed(result, "training"):
                 result.trained = training.train(ctx, data.candidates, result.selections, result.model)
         if ctx.spec.evaluation:
+            self._expect(result)
             with self._timed(result, "evaluation"):
                 result.evaluations = evaluation.evaluate(ctx, data.eval, result.trained, result.model)
         if ctx.spec.settings.ground_truth is not None:
@@ -110,6 +113,32 @@ class Runner:
         with self._timed(result, "valuation"):
             result.scores, result.seconds, result.peaks = valuation.value(self.ctx, data, result.model)
         return result, data
+
+    def _expect(self, result: RunResult) -> None:
+        """Tell progress the work of the stages to come, as far as ``result`` so far shows it (a
+        count of fine-tunes before deduplication: at most)."""
+        spec, done = self.ctx.spec, result.timings
+
+        def expect(task: str, units: int | None, stage: str, like: str | None = None) -> None:
+            if stage not in done:
+                self.ctx.progress.expect(task, units, like)
+
+        expect("valuation", len(spec.valuators), "valuation")
+        fine_tunes = None
+        if result.selections:
+            fine_tunes = sum(1 for use in spec.training.values() for name in spec.trained_selections(use)
+                             for chosen in result.selections[name].values() for ids in chosen.subsets.values() if ids)
+        if result.trained:
+            fine_tunes = len({name for names in result.trained.values() for name in names.values()})
+        if spec.training:
+            expect("training", fine_tunes, "training")
+        if spec.evaluation:
+            expect("evaluation", None if fine_tunes is None else fine_tunes * len(spec.evaluation), "evaluation")
+        truth = spec.settings.ground_truth
+        if truth is not None:
+            retrains = truth.subsets + len(truth.removal) * (len(spec.valuators) + truth.random_removals)
+            expect("retraining", retrains, "ground truth", like="training" if spec.training else None)
+            expect("ground-truth losses", retrains + 1, "ground truth")
 
     @contextmanager
     def _timed(self, result: RunResult, stage: str) -> Iterator[None]:

@@ -39,8 +39,11 @@ def tiny_model_dir(tmp_path_factory):
     """A folder holding :func:`tiny_lm` (float32) and its tokenizer, saved once per session: a model
     any spec or :class:`~dvbench.harness.records.ModelRef` can name, in place of the embedded one."""
     folder = tmp_path_factory.mktemp("tiny-llama")
+    from dvbench.harness.lm.models import quiet_bars
+
     model, tokenizer = tiny_lm("float32")
-    model.save_pretrained(folder)
+    with quiet_bars():
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -1,8 +1,12 @@
+import io
+import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 QUICKSTART = Path(__file__).parents[1] / "specs" / "quickstart.yaml"
@@ -15,17 +19,30 @@ def test_run_then_leaderboard_prints_the_saved_tables(dvbench, tmp_path, tiny_mo
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
     run = dvbench("run", tmp_path / "spec.yaml", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "spearman" in run.stdout and f"wrote {tmp_path}" in run.stdout
+    assert "agreement, not quality: Spearman ρ" in run.stdout and f"wrote {tmp_path}" in run.stdout
+    assert "AUC ↑" in run.stdout  # the generated data plants defects
+    # stderr is no terminal here: one whole line per event, each stamped, no bars, nothing glued
+    events = run.stderr.splitlines()
+    assert events and all(re.fullmatch(r"\[\d+:\d\d:\d\d\] [^\[\r\x1b]+", line) for line in events), events
+    assert any(line.endswith("] valuation: 3 valuators") for line in events)
+    assert any(re.search(r"] valuation: 3/3 valuators in \d+:\d\d:\d\d", line) for line in events)
     plots = {p.name: p.read_bytes() for p in (tmp_path / "leaderboard/plots").iterdir()}
     assert set(plots) == {"spearman.png", "scatter.png", "overlap.png"}
     assert all(png.startswith(b"\x89PNG") for png in plots.values())
-    assert "defect_auc" in run.stdout  # the generated data plants defects
     for path in (tmp_path / "leaderboard/plots").iterdir():
         path.unlink()
     board = dvbench("leaderboard", tmp_path)
     assert board.returncode == 0
-    assert "icp-mean" in board.stdout and "overlap" in board.stdout and "spearman" in board.stdout
-    assert "spearman_per_anchor" in board.stdout and "defect_auc" in board.stdout
+    assert board.stdout.split("drew")[0] in run.stdout  # the run's own closing screen
+    assert "icp-mean" in board.stdout and "AUC ↑" in board.stdout
+    saved = pl.read_parquet(tmp_path / "leaderboard/spearman.parquet")
+    whole = dvbench("leaderboard", tmp_path, "--table", "spearman", "--format", "csv")
+    assert whole.returncode == 0 and pl.read_csv(io.StringIO(whole.stdout)).equals(saved)
+    rows = json.loads(dvbench("leaderboard", tmp_path, "--table", "defect_auc", "--format", "json").stdout)
+    assert [r["valuator"] for r in rows] == ["icp", "icp-mean", "random"]
+    assert dvbench("leaderboard", tmp_path, "--table", "spearman").stdout.startswith("| a | b | rho |")
+    wrong = dvbench("leaderboard", tmp_path, "--table", "nope")
+    assert wrong.returncode == 2 and "no table 'nope'; choose one of" in " ".join(wrong.stderr.split())
     assert {p.name: p.read_bytes() for p in (tmp_path / "leaderboard/plots").iterdir()} == plots  # redrawn alike
 
 
@@ -98,14 +115,14 @@ def test_set_and_limit_are_recorded_and_change_what_is_reused(dvbench, tmp_path)
     assert record["overrides"] == ["valuators.random.seed=4"] and record["limit"] == 8
     assert record["spec"]["valuators"]["random"]["seed"] == 4
     assert pl.read_parquet(out / "scores/random.parquet").height == 8
-    assert "--limit 8: 8 of 20 candidates, drawn by seed 0" in first.stdout
+    assert "--limit 8: 8 of 20 candidates, drawn by seed 0" in first.stderr
     again = dvbench("run", spec, "--out", out, "--set", "valuators.random.seed=4", "--limit", "8")
-    assert "scores/random: reusing saved scores" in again.stdout
+    assert "scores/random: reusing saved scores" in again.stderr
     other = dvbench("run", spec, "--out", out, "--set", "valuators.random.seed=5", "--limit", "8")
-    assert "scores/random: recomputing" in other.stdout and "seed" in other.stdout
+    assert "scores/random: recomputing" in other.stderr and "seed" in other.stderr
     larger = dvbench("run", spec, "--out", out, "--limit", "30")
-    assert "--limit 30: the pool holds 20 candidates; all are kept" in larger.stdout
-    assert "scores/random: recomputing" in larger.stdout
+    assert "--limit 30: the pool holds 20 candidates; all are kept" in larger.stderr
+    assert "scores/random: recomputing" in larger.stderr
     assert pl.read_parquet(out / "scores/random.parquet").height == 20
     assert json.loads((out / "run.json").read_text())["overrides"] == []
     bad = dvbench("run", spec, "--out", out, "--set", "valuators.random.sed=4")

@@ -44,7 +44,7 @@ def test_a_damaged_fine_tuned_model_is_trained_again(tmp_path, tiny_model_dir, c
     code, printed = _run(spec, out, capsys)
     assert code == 0
     assert f"models/{weights.parent.name}: training again, models/{weights.parent.name}/model.safetensors is missing or " \
-           f"changed since it was written" in printed.out
+           f"changed since it was written" in printed.err
     assert weights.read_bytes() == whole  # trained again, to the same bytes
 
 
@@ -54,7 +54,7 @@ def test_a_deleted_file_of_a_fine_tuned_model_is_trained_again(tmp_path, tiny_mo
     (config,) = out.glob("models/ft-*/config.json")
     config.unlink()
     code, printed = _run(spec, out, capsys)
-    assert code == 0 and "config.json is missing or changed since it was written" in printed.out and config.is_file()
+    assert code == 0 and "config.json is missing or changed since it was written" in printed.err and config.is_file()
 
 
 def test_a_second_run_on_a_locked_folder_is_one_line_naming_the_holder(tmp_path, tiny_model_dir, capsys):
@@ -85,7 +85,7 @@ def test_what_killed_writes_left_is_removed_by_the_rerun(tmp_path, tiny_model_di
     (out / "models" / "ft-0.partial").mkdir(parents=True)
     (out / "models" / "ft-0.partial" / "model.safetensors").write_bytes(b"half")
     code, printed = _run(spec, out, capsys)
-    assert code == 0 and f"{out}: removed 3 temporary file(s) left by an interrupted run" in printed.out
+    assert code == 0 and f"{out}: removed 3 temporary file(s) left by an interrupted run" in printed.err
     assert not any(path.exists() for path in left) and not (out / "models" / "ft-0.partial").exists()
     assert (out / "scores" / "random.parquet").is_file()
 
@@ -118,7 +118,7 @@ def test_a_damaged_shard_is_computed_again_not_a_traceback(tmp_path, tiny_model_
     (out / "scores/icp.json").unlink()  # the scores must be computed again, from the shards
     code, printed = _run(spec, out, capsys)
     assert code == 0 and f"{shard} does not match the hash recorded when it was written; computing it again" \
-        in printed.out
+        in printed.err
     assert shard.read_bytes() == whole and (out / "scores/icp.parquet").read_bytes() == scores
 
 
@@ -143,7 +143,7 @@ def test_damaged_ekfac_factors_are_fitted_again(tmp_path, tiny_model_dir, capsys
     _flip(bases)
     (out / "scores/ekfac.json").unlink()
     code, printed = _run(spec, out, capsys)
-    assert code == 0 and f"{bases} does not match the hash recorded" in printed.out
+    assert code == 0 and f"{bases} does not match the hash recorded" in printed.err
     assert (out / "scores/ekfac.parquet").read_bytes() == scores
 
 
@@ -182,7 +182,7 @@ def test_a_truncated_shard_is_computed_again(tmp_path, tiny_model_dir, capsys):
     zero.write_bytes(whole[: len(whole) // 2])  # as a full disk or a crash mid-copy leaves it
     (out / "scores/icp.json").unlink()
     code, printed = _run(spec, out, capsys)
-    assert code == 0 and f"{zero} does not match the hash recorded" in printed.out and zero.read_bytes() == whole
+    assert code == 0 and f"{zero} does not match the hash recorded" in printed.err and zero.read_bytes() == whole
 
 
 def test_a_cache_folder_linked_outside_the_cache_is_refused(tmp_path, monkeypatch):

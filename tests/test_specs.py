@@ -45,13 +45,13 @@ def test_shipped_spec_validates(path, tmp_path):
 
 def _tiny_paper(folder: Path, model: Path) -> Path:
     """specs/paper.yaml with the tiny model in place of the embedded one (also as judge), its
-    fine-tuning restricted to the tiny model's last MLP, and smaller: 32 candidates (every bin
+    tracked layers and fine-tuning restricted to the tiny model's last MLP, and smaller: 32 candidates (every bin
     still holds some), 4 eval rows, 8 new tokens per response, a bank of 3 subsets and one
     random removal."""
     data = yaml.safe_load((SPECS[[p.name for p in SPECS].index("paper.yaml")]).read_text())
     data["model"] = {"name": str(model)}
     data["data"]["generated"].update(candidates=32, eval=4)
-    data["training"]["finetune"]["trainable"] = r"layers\.1\.mlp"
+    data["training"]["finetune"]["trainable"] = data["tracked"] = r"layers\.1\.mlp"
     data["evaluation"]["win_rate"]["judge_model"] = str(model)
     data["evaluation"]["win_rate"]["max_new_tokens"] = 8
     data["ground_truth"].update(subsets=3, random_removals=1)
@@ -70,7 +70,7 @@ def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert {p.name for p in (tmp_path / "out/leaderboard/plots").iterdir()} == {"spearman.png", "scatter.png",
                                                                               "overlap.png", "lds.png", "removal.png"}
     bins = result.tables["selection_overlap"]
-    assert set(bins["subset"]) == {"<=0.5", ">0.5", ">0.8", ">0.85", ">0.9"}
+    assert set(bins["subset"]) == {"<=0.5", ">0.5", ">0.6", ">0.65", ">0.7"}
     win = result.tables["evaluation_win_rate"].filter(pl.col("eval_subset") == "all")
     assert win["win_rate"].is_between(0, 100).all() and win["standard_error"].is_not_null().all()
 

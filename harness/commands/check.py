@@ -102,12 +102,12 @@ def golden(args, spec, console) -> int:
     from rich.table import Table
 
     from dvbench.harness import golden
-    from dvbench.harness.progress import RichProgress
+    from dvbench.harness.progress import reporter
     from dvbench.harness.runner import Runner
 
     expected = None if args.update else golden.read(args.golden)  # a missing file fails before scoring
     with tempfile.TemporaryDirectory(prefix="dvbench-golden-") as scratch:
-        runner = Runner(spec, args.out or Path(scratch), RichProgress(), log=lambda line: None)
+        runner = Runner(spec, args.out or Path(scratch), reporter(), log=lambda line: None)
         scores = runner.scores()
     if args.update:
         golden.write(args.golden, spec.name, scores)

@@ -1,11 +1,12 @@
-"""``dvbench run SPEC``: run a spec; print the leaderboards and the ground-truth summary."""
+"""``dvbench run SPEC``: run a spec, showing its progress (stage, what, rate, time left); end
+with the short screen of its leaderboards and where the whole tables are."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from dvbench.harness.commands import options
-from dvbench.harness.commands.leaderboard import print_tables
+from dvbench.harness.commands.leaderboard import print_screen
 
 
 def add(commands) -> None:
@@ -16,16 +17,14 @@ def add(commands) -> None:
 
 
 def main(args, console) -> int:
-    from dvbench.harness.leaderboard import summary
-    from dvbench.harness.progress import RichProgress
-    from dvbench.harness.report import summary_table
+    from dvbench.harness.progress import clock, reporter
     from dvbench.harness.runner import Runner
 
     spec = options.load_spec(args, args.spec)
-    runner = Runner(spec, args.out, RichProgress(), log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    progress = reporter()
+    runner = Runner(spec, args.out, progress, log=progress.note)
     result = runner.run()
-    print_tables(console, result.tables)
-    console.print(summary_table(summary(result.tables, result.seconds), spec.settings.leaderboard.level))
-    timings = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items())
-    console.print(f"wrote {result.out} ({timings})", highlight=False)
+    print_screen(console, result.tables, level=spec.settings.leaderboard.level, seconds=result.seconds, out=result.out)
+    timings = ", ".join(f"{stage} {clock(seconds)}" for stage, seconds in result.timings.items())
+    console.print(f"wrote {result.out} in {clock(sum(result.timings.values()))} ({timings})", highlight=False)
     return 0

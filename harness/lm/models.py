@@ -24,8 +24,10 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -231,14 +233,21 @@ def _partial(ref: ModelRef, folder: Path):
 
 @contextmanager
 def quiet_bars():
-    """transformers' own progress bars off (loading a folder takes a second; dvbench shows its own)."""
+    """transformers' own progress bars off (loading a folder takes a second; dvbench shows its own),
+    the GGUF reader's too (it calls tqdm itself), and its FutureWarnings (deprecations addressed to
+    developers, not to whoever runs a spec) unseen."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    was_on = hf_logging.is_progress_bar_enabled()
+    was_on, bar = hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
     hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = partial(bar, disable=True)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            yield
     finally:
+        gguf_utils.tqdm = bar
         if was_on:
             hf_logging.enable_progress_bar()
 

@@ -19,7 +19,7 @@ from dvbench.harness.records import EvalTask, Example, ModelRef
 from dvbench.harness.spec import Use
 from dvbench.harness.stages.context import RunContext
 from dvbench.harness.stages.model import Model
-from dvbench.harness.stages.training import Trained, base_inputs
+from dvbench.harness.stages.training import Trained, base_inputs, label
 
 SCHEMA = {"trainer": pl.String, "selection": pl.String, "valuator": pl.String, "subset": pl.String,
           "model": pl.String, "eval_subset": pl.String, "metric": pl.String, "value": pl.Float64}
@@ -32,6 +32,7 @@ class Evaluation:
     use: Use
     model: str
     producer: dict
+    label: str = ""  # what the model was trained on, in progress lines
 
     @property
     def artifact(self) -> str:
@@ -41,8 +42,12 @@ class Evaluation:
 def evaluate(ctx: RunContext, eval_set: tuple[Example, ...], trained: Trained, model: Model) -> dict[str, pl.DataFrame]:
     """Every evaluator on every fine-tuned model: one long frame per evaluator."""
     models = sorted({name for names in trained.values() for name in names.values()})
+    uses: dict[str, list[str]] = {}
+    for names in trained.values():
+        for (_, valuator, subset), name in names.items():
+            uses.setdefault(name, []).append(f"{valuator} {subset}")
     units = [Evaluation(use, name, {**use.plugin.provenance(), **base_inputs(ctx, model), "model": name,
-                                    "eval": fingerprint(eval_set)})
+                                    "eval": fingerprint(eval_set)}, f"{use.label} of {label(uses[name])}")
              for use in ctx.spec.evaluation.values() for name in models]
     results = _measure(ctx, eval_set, model, units)
     frames = {}
@@ -72,15 +77,17 @@ def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
             ctx.log(f"{unit.artifact}: measuring again, {why}")
     pending = [unit for unit in units if (unit.use.label, unit.model) not in results]
     base = model.ref
+    if results:
+        ctx.log(f"evaluation: {len(results)} of {len(units)} evaluations already measured, reused")
 
     def run(unit: Evaluation) -> tuple[dict, dict]:
+        advance(0, unit.label)
         tuned = ModelRef(str(ctx.store.path(f"models/{unit.model}")), dtype=base.dtype, threads=base.threads)
         result = unit.use.plugin.evaluate(EvalTask(tuned, base, eval_set, seed=ctx.seed, template=ctx.spec.template,
                                                    progress=ctx.progress))
         return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}, dict(result.files)
 
-    with ctx.progress.task("evaluation", len(units), "evaluations") as advance:
-        advance(len(results))
+    with ctx.progress.task("evaluation", len(pending), "evaluations") as advance:
         for unit, (metrics, files) in zip(pending, ctx.executor.map(run, pending)):
             ctx.store.save_json(unit.artifact, unit.producer, metrics, beside=files)
             results[(unit.use.label, unit.model)] = metrics

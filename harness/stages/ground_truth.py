@@ -99,20 +99,20 @@ def measure(ctx: RunContext, data: Data, scores: dict[str, Scores], model: Model
     bank = subsets(ctx.seed, truth.subsets, round(truth.fraction * pool), pool)
     planned: list[tuple[Retrain, training.FineTune]] = []
 
-    def plan(kind: str, kept: np.ndarray, **where) -> None:
-        unit = training.unit(ctx, use, model, tuple(c for c, keep in zip(candidates, kept) if keep))
+    def plan(kind: str, kept: np.ndarray, label: str, **where) -> None:
+        unit = training.unit(ctx, use, model, tuple(c for c, keep in zip(candidates, kept) if keep), label)
         planned.append((Retrain(kind, unit.name, **where), unit))
 
     for k in range(truth.subsets):
-        plan("subset", bank[k], k=k)
+        plan("subset", bank[k], f"bank subset {k + 1}/{truth.subsets}", k=k)
     ids = tuple(c.id for c in candidates)
     for q in truth.removal:
         size = round(q * pool)
         for label, valued in scores.items():
             top = set(valued.top(size))
-            plan("removal", np.array([i not in top for i in ids]), valuator=label, q=q)
+            plan("removal", np.array([i not in top for i in ids]), f"without {label}'s top {q:.0%}", valuator=label, q=q)
         for r in range(truth.random_removals):
-            plan("random", ~random_removal(ctx.seed, r, size, pool), k=r, q=q)
+            plan("random", ~random_removal(ctx.seed, r, size, pool), f"random removal {r + 1} of {q:.0%}", k=r, q=q)
     units = {unit.name: unit for _, unit in planned}
     training.fine_tune(ctx, model, list(units.values()), what="retraining")
     names = [BASE, *units]
@@ -145,8 +145,7 @@ def _losses(ctx: RunContext, anchors: tuple[Example, ...], model: Model, names: 
                                                  threads=base.threads)
         return example_losses(ref, anchors, ctx.spec.template).tolist()
 
-    with ctx.progress.task("ground-truth losses", len(names), "models") as advance:
-        advance(len(found))
+    with ctx.progress.task("ground-truth losses", len(pending), "models") as advance:
         for name, values in zip(pending, ctx.executor.map(run, pending)):
             ctx.store.save_json(f"ground_truth/losses/{name}", {**producer, "model": name}, values)
             found[name] = np.array(values, dtype=np.float64)

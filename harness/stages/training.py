@@ -15,7 +15,7 @@ model is reused by the next run:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import polars as pl
 
@@ -38,6 +38,7 @@ class FineTune:
     name: str
     producer: dict
     examples: tuple[Example, ...]
+    label: str = ""  # what it is for, in progress lines: "icp >0.8", "without icp's top 20%"
 
 
 def base_inputs(ctx: RunContext, model: Model) -> dict:
@@ -51,6 +52,7 @@ def train(ctx: RunContext, candidates: tuple[Example, ...], selections: dict[str
     by_id = {c.id: c for c in candidates}
     units: dict[str, FineTune] = {}
     names: Trained = {}
+    uses: dict[str, list[str]] = {}  # model -> the (valuator subset)s it is trained for
     for use in ctx.spec.training.values():
         names[use.label], empty = {}, {}
         for selection in ctx.spec.trained_selections(use):
@@ -61,10 +63,11 @@ def train(ctx: RunContext, candidates: tuple[Example, ...], selections: dict[str
                         continue
                     planned = unit(ctx, use, model, tuple(by_id[i] for i in ids))
                     units.setdefault(planned.name, planned)
+                    uses.setdefault(planned.name, []).append(f"{valuator} {subset}")
                     names[use.label][(selection, valuator, subset)] = planned.name
         for subset, valuators in empty.items():
             ctx.log(f"training/{use.label}: {subset} is empty for {', '.join(valuators)}; not trained")
-    metrics = fine_tune(ctx, model, list(units.values()))
+    metrics = fine_tune(ctx, model, [replace(u, label=label(uses[name])) for name, u in units.items()])
     for use in ctx.spec.training.values():
         rows = [{"selection": selection, "valuator": valuator, "subset": subset, "model": name,
                  "examples": len(units[name].examples), **{k: metrics[name].get(k) for k in
@@ -75,12 +78,17 @@ def train(ctx: RunContext, candidates: tuple[Example, ...], selections: dict[str
     return names
 
 
-def unit(ctx: RunContext, use: Use, model: Model, examples: tuple[Example, ...]) -> FineTune:
+def label(uses: list[str]) -> str:
+    """One model's uses in a progress line: the first, and how many more share the model."""
+    return uses[0] + (f" (and {len(uses) - 1} more)" if len(uses) > 1 else "")
+
+
+def unit(ctx: RunContext, use: Use, model: Model, examples: tuple[Example, ...], label: str = "") -> FineTune:
     """The fine-tune of ``examples`` by ``use``'s trainer, named after everything that produces it."""
     producer = {**use.plugin.provenance(), **base_inputs(ctx, model), "examples": fingerprint(examples),
                 "count": len(examples)}
     name = f"{use.label}-{hashlib.sha256(canonical(producer).encode()).hexdigest()[:16]}"
-    return FineTune(use, name, producer, examples)
+    return FineTune(use, name, producer, examples, label)
 
 
 def fine_tune(ctx: RunContext, model: Model, units: list[FineTune], what: str = "training") -> dict[str, dict]:
@@ -94,10 +102,12 @@ def fine_tune(ctx: RunContext, model: Model, units: list[FineTune], what: str = 
         elif why != "not computed yet":
             ctx.log(f"models/{unit.name}: training again, {why}")
     pending = [unit for unit in units if unit.name not in metrics]
-    with ctx.progress.task(what, len(units), "models") as advance:
-        advance(len(metrics))
+    if metrics:
+        ctx.log(f"{what}: {len(metrics)} of {len(units)} models already trained, reused")
+    with ctx.progress.task(what, len(pending), "models") as advance:
 
         def run(unit: FineTune) -> dict:
+            advance(0, unit.label)
             task = TrainingTask(model.ref, unit.examples, ctx.store.path(f"models/{unit.name}"), seed=ctx.seed,
                                 template=ctx.spec.template, progress=ctx.progress,
                                 work=ctx.store.path(f"work/{unit.name}"), log=ctx.log)

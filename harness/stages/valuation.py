@@ -41,6 +41,7 @@ def value(ctx: RunContext, data: Data,
             producer = {**use.plugin.provenance(), **inputs}
             if use.plugin.needs_model:
                 producer["model"] = model.identity
+            advance(0, use.label)
             start = time.perf_counter()
             with PeakMemory() as peaks[use.label]:
                 scores[use.label] = _scores(ctx, use, data, model, producer)

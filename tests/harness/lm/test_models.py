@@ -468,6 +468,26 @@ def test_embedded_model_is_smollm2_135m(monkeypatch):
     assert tokenizer.pad_token is not None and tokenizer.chat_template
 
 
+def test_quiet_bars_silences_the_gguf_readers_bar_and_transformers_deprecations(capsys):
+    import warnings
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from dvbench.harness.lm.models import quiet_bars
+
+    def noisy():
+        list(gguf_utils.tqdm(range(3), desc="Converting"))
+        warnings.warn_explicit("going away", FutureWarning, "modeling_utils.py", 1, module="transformers.modeling_utils")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_bars():
+            noisy()
+        assert not seen and "Converting" not in capsys.readouterr().err
+        noisy()  # outside, both are back
+        assert [w.category for w in seen] == [FutureWarning] and "Converting" in capsys.readouterr().err
+
+
 def test_locate_resolves_as_resolve_does_but_never_downloads_converts_or_hashes(monkeypatch, folder, tmp_path):
     import huggingface_hub
 
