@@ -56,13 +56,14 @@ def main(args, console) -> int:
 def problems(spec, log) -> list[str]:
     """What a run of ``spec`` would reject in its first seconds, or once a plugin starts: bad data
     rows (every one, file and line), a model that does not resolve (when a role needs one), and
-    each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model."""
+    each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model and downloads
+    nothing (a hub dataset not cached is validated as keys only)."""
     from dvbench.harness.stages.data import load_data
     from dvbench.harness.stages.model import needed
 
     found = []
     try:
-        load_data(spec, log)
+        load_data(spec, log, download=False)
     except InputError as error:
         found.append(str(error))
     if needed(spec):

@@ -24,6 +24,10 @@ SAVED = ("dataset_dict.json", "state.json")  # what save_to_disk writes: a Datas
 BATCH = 1000
 
 
+class NotCached(InputError):
+    """A hub dataset read offline that the local ``datasets`` cache does not hold."""
+
+
 def folder_rows(folder: Path, split: str | None = None) -> tuple[str, Iterator[tuple[str, dict]]]:
     """The source name and rows of a folder: a ``save_to_disk`` folder is read with
     ``load_from_disk``, any other with ``load_dataset`` (a local repo of data files). A folder
@@ -58,14 +62,16 @@ def load_hub_examples(
     config: str | None = None,
     revision: str | None = None,
     allow_download: bool = False,
+    cached_only: bool = False,
     require_output: bool = True,
 ) -> tuple[Example, ...]:
     """One split of a hub dataset, as examples. Without downloads (see
-    :func:`downloads_allowed`) only the local ``datasets`` cache is read, at its latest cached
-    version whatever ``revision`` says."""
+    :func:`downloads_allowed`; never with ``cached_only``) only the local ``datasets`` cache is
+    read, at its latest cached version whatever ``revision`` says; a dataset not cached there
+    raises :class:`NotCached`."""
     source = f"hub dataset {name} ({f'config {config}, ' if config else ''}split {split})"
     datasets = _import(source)
-    allowed = downloads_allowed(allow_download)
+    allowed = downloads_allowed(allow_download) and not cached_only
     hint = (f"; downloads are off, so only the local datasets cache ({datasets.config.HF_DATASETS_CACHE}) "
             f"is read: set 'allow_download: true' beside 'dataset: {name}' in the spec, or {ALLOW_DOWNLOAD}=1")
     try:
@@ -73,7 +79,7 @@ def load_hub_examples(
             loaded = datasets.load_dataset(name, config, split=split, revision=revision)
     except (ConnectionError, FileNotFoundError) as error:
         if not allowed:
-            raise InputError(f"{source}: not in the local datasets cache ({_reason(error)}){hint}") from None
+            raise NotCached(f"{source}: not in the local datasets cache ({_reason(error)}){hint}") from None
         raise InputError(f"{source}: not found on the hub or the hub is unreachable ({_reason(error)}); "
                          f"check the name and your connection") from None
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:

@@ -9,8 +9,9 @@ import numpy as np
 
 from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
-from dvbench.harness.data.hf import load_hub_examples
+from dvbench.harness.data.hf import NotCached, load_hub_examples
 from dvbench.harness.errors import InputError
+from dvbench.harness.network import downloads_allowed
 from dvbench.harness.records import Example
 from dvbench.harness.spec import Spec
 
@@ -22,10 +23,12 @@ class Data:
     eval: tuple[Example, ...] = ()
 
 
-def load_data(spec: Spec, log=print) -> Data:
+def load_data(spec: Spec, log=print, download: bool = True) -> Data:
     """The spec's candidates, anchors and eval set (eval rows need no output), the candidates
     limited to ``spec.limit`` (:func:`limited`). Every split is read before an error is raised,
-    and the error names the bad rows of each."""
+    and the error names the bad rows of each. Without ``download`` (``dvbench check``) a hub
+    dataset is read from the local cache only; one not cached there whose downloads are allowed
+    is left empty, and said so in the log, since a run would download it."""
     section = spec.settings.data
     if section.generated is not None:
         g = section.generated
@@ -44,7 +47,14 @@ def load_data(spec: Spec, log=print) -> Data:
                 return load_examples(source.path, split=source.split, require_output=require_output)
             return load_hub_examples(source.dataset, split=source.split or "train", config=source.config,
                                      revision=source.revision, allow_download=source.allow_download,
-                                     require_output=require_output)
+                                     cached_only=not download, require_output=require_output)
+        except NotCached as error:
+            if download or not downloads_allowed(source.allow_download):
+                errors.append(str(error))
+            else:
+                log(f"hub dataset {source.dataset}: not in the local datasets cache, so not read; a run "
+                    f"downloads it")
+            return ()
         except InputError as error:
             errors.append(str(error))
             return ()

@@ -195,3 +195,21 @@ def test_spec_sources_load(tmp_path):
     data = load_data(load_spec(tmp_path / "spec.yaml"))
     _check(data.candidates)
     assert [e.id for e in data.anchors] == ["a"] and data.eval == ()
+
+
+def test_check_reads_hub_datasets_from_the_cache_and_downloads_nothing(tmp_path, offline):
+    """load_data(download=False), as `dvbench check` calls it: a cached dataset is read (every row
+    validated); one not cached is skipped with a note when a run could download it, and an error
+    when it could not."""
+    from dvbench.harness.stages.data import load_data
+
+    _cache_hub_dataset(tmp_path)
+    allowed = "{dataset: someone/alpaca}\n  anchors: {dataset: someone/nothing, allow_download: true}"
+    lines = []
+    data = load_data(load_spec(_spec(tmp_path, allowed)), lines.append, download=False)
+    _check(data.candidates)
+    assert data.anchors == ()
+    assert lines == ["hub dataset someone/nothing: not in the local datasets cache, so not read; a run downloads it"]
+    with pytest.raises(InputError, match=r"hub dataset someone/nothing \(split train\): not in the local datasets"):
+        load_data(load_spec(_spec(tmp_path, allowed.replace(", allow_download: true", ""))), download=False)
+    assert offline == []
