@@ -138,10 +138,11 @@ def _problem(model: type[BaseModel], err: dict, prefix: tuple) -> Problem:
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the model reached by following ``loc`` through nested models."""
     for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        field = fields.get(part) if isinstance(part, str) else None
         options = (field.annotation, *typing.get_args(field.annotation)) if field else ()
         nested = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
         if not nested:
             return []
         model = nested[0]
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]

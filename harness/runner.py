@@ -1,5 +1,5 @@
 """Runs a validated spec into one output folder, stage by stage (:mod:`dvbench.harness.stages`:
-data, model, valuation, selection, training, evaluation, leaderboard), and writes ``run.json``:
+data, anchors (when built by K-Means), model, valuation, selection, training, evaluation, leaderboard), and writes ``run.json``:
 the resolved spec, every plugin with its version and distribution, the model, the token report,
 the seconds each stage took, each valuator's seconds and peak memory, the package versions, the
 git commits, the hardware, and when it started and finished (README.md lists the keys). Each
@@ -25,6 +25,7 @@ from dvbench.harness.progress import Progress
 from dvbench.harness.records import Scores, Selection
 from dvbench.harness.spec import Spec
 from dvbench.harness.stages import evaluation, ground_truth, leaderboard, selection, training, valuation
+from dvbench.harness.stages.anchors import build_anchors, built_anchors
 from dvbench.harness.stages.context import RunContext
 from dvbench.harness.stages.data import Data, load_data
 from dvbench.harness.stages.model import Model, prepare_model
@@ -108,6 +109,9 @@ class Runner:
         result = RunResult(self.out)
         with self._timed(result, "data"):
             data = load_data(self.ctx.spec, self.ctx.log)
+        if built_anchors(self.ctx.spec) is not None:
+            with self._timed(result, "anchors"):
+                data = build_anchors(self.ctx, data)
         with self._timed(result, "model"):
             result.model = prepare_model(self.ctx, data)
         with self._timed(result, "valuation"):

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 from dvbench.harness.config import Config, ExistingPath, SpecPath
 from dvbench.harness.data.generated import FACT_PAIRS, FACTS_BY_DEFAULT, FAMILIES
@@ -55,6 +55,9 @@ class FileSource(Config):
 
     @model_validator(mode="after")
     def _path_or_dataset(self) -> FileSource:
+        return self._one_place()
+
+    def _one_place(self) -> FileSource:
         if (self.path is None) == (self.dataset is None):
             raise ValueError("give 'path' (a file or folder) or 'dataset' (a hub name), "
                              + ("not both" if self.path else "found neither"))
@@ -96,10 +99,64 @@ class GeneratedSource(Config):
         return self
 
 
+class KMeansAnchors(Config):
+    """Anchors built as Nuggets built the paper's K-Means-100 (:mod:`dvbench.harness.stages.anchors`)."""
+
+    k: int = Field(100, ge=1, description="Anchors to build: one per K-Means cluster, the pool row nearest its centroid.")
+    from_: FileSource | None = Field(
+        None, alias="from", description="The pool to cluster: 'candidates' (the spec's candidates; unset means it), "
+                                        "or a source as under data.candidates."
+    )
+    seed: int | None = Field(None, ge=0, description="K-Means' seed (scikit-learn's random_state); the spec's seed "
+                                                     "when unset.")
+    layer: int = Field(-1, description="The hidden layer mean-pooled over each example's real tokens: -1 the last, "
+                                       "0 the token embeddings.")
+    batch_size: int = Field(16, ge=1, description="Pool rows per forward while embedding (the anchors do not depend "
+                                                  "on it).")
+    keep_in_pool: bool = Field(False, description="With 'from: candidates', leave the anchors among the candidates "
+                                                  "(off: no anchor is also a candidate).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _candidates(cls, data: Any) -> Any:
+        """``from: candidates`` is the unset pool; any other text is refused here, in one line."""
+        if not isinstance(data, dict) or isinstance(data.get("from"), (dict, type(None))):
+            return data
+        if data["from"] != "candidates":
+            raise ValueError(f"'from' is 'candidates' or a source ({{path: ...}} or {{dataset: ...}}), "
+                             f"not {data['from']!r}")
+        return {key: value for key, value in data.items() if key != "from"}
+
+    @field_serializer("from_")
+    def _named(self, pool: FileSource | None) -> Any:
+        return "candidates" if pool is None else pool.model_dump(mode="json")
+
+    @model_validator(mode="after")
+    def _keep_applies(self) -> KMeansAnchors:
+        if self.keep_in_pool and self.from_ is not None:
+            raise ValueError("'keep_in_pool' applies to 'from: candidates'; a separate pool is never valued, remove it")
+        return self
+
+
+class AnchorSource(FileSource):
+    kmeans: KMeansAnchors | None = Field(None, description="Build the anchors from a pool by K-Means, instead of "
+                                                           "reading them ('path' or 'dataset').")
+
+    @model_validator(mode="after")
+    def _path_or_dataset(self) -> AnchorSource:
+        if self.kmeans is None:
+            return self._one_place()
+        given = [key for key in FileSource.model_fields if getattr(self, key)]
+        if given:
+            raise ValueError(f"'kmeans' builds the anchors; remove {', '.join(map(repr, given))} (or 'kmeans')")
+        return self
+
+
 class DataSection(Config):
     generated: GeneratedSource | None = Field(None, description="Use dvbench's generated dataset for every split.")
     candidates: FileSource | None = Field(None, description="The pool to value.")
-    anchors: FileSource | None = Field(None, description="The task set the value is measured against.")
+    anchors: AnchorSource | None = Field(None, description="The task set the value is measured against, read or "
+                                                           "built by K-Means.")
     eval: FileSource | None = Field(None, description="Prompts for evaluating fine-tuned models.")
 
     @model_validator(mode="after")

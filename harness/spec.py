@@ -70,7 +70,7 @@ class Spec:
 
     def resolved(self) -> dict[str, Any]:
         """The spec with every default filled in, as JSON-ready data."""
-        data = self.settings.model_dump(mode="json")
+        data = self.settings.model_dump(mode="json", by_alias=True)  # data.anchors.kmeans.from
         for section, uses in self.sections().items():
             data[section] = {u.label: self._entry(u) for u in uses.values()}
         return data

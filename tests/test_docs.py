@@ -25,6 +25,7 @@ def _nested(annotation):
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
+        name = field.alias or name  # the YAML key (data.anchors.kmeans.from)
         keys.append(prefix + name)
         nested = _nested(field.annotation)
         if nested is not None:

@@ -55,9 +55,10 @@ def main(args, console) -> int:
 
 def problems(spec, log) -> list[str]:
     """What a run of ``spec`` would reject in its first seconds, or once a plugin starts: bad data
-    rows (every one, file and line), a model that does not resolve (when a role needs one), and
-    each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model and downloads
-    nothing (a hub dataset not cached is validated as keys only)."""
+    rows (every one, file and line), a model that does not resolve (when a role needs one or
+    anchors are built by K-Means), and each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`.
+    Loads no model and downloads nothing (a hub dataset not cached is validated as a key only)."""
+    from dvbench.harness.stages.anchors import built_anchors
     from dvbench.harness.stages.data import load_data
     from dvbench.harness.stages.model import needed
 
@@ -66,7 +67,7 @@ def problems(spec, log) -> list[str]:
         load_data(spec, log, download=False)
     except InputError as error:
         found.append(str(error))
-    if needed(spec):
+    if needed(spec) or built_anchors(spec) is not None:
         from dvbench.harness.lm.models import locate
 
         try:

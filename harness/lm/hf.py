@@ -6,7 +6,8 @@ dvbench runs a causal LM's transformer body and its output head separately (the 
 answer positions), and shares a prefix's keys and values across continuations. That needs:
 
 - :func:`body`: the body's last hidden states for given ids, attention mask and position ids,
-  optionally continuing from a cache of earlier keys and values;
+  optionally continuing from a cache of earlier keys and values; :func:`hidden_states`: every
+  layer's;
 - :func:`head`: the output head (the output embedding), and :func:`check_model`, which refuses
   models whose logits are not that head applied to the last hidden state;
 - :func:`prefix_keys_values` and :func:`gathered_cache`: a batch of prefixes' keys and values,
@@ -50,6 +51,14 @@ def body(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, 
     else:
         out = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
     return out.last_hidden_state
+
+
+def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every layer's hidden states, ``(batch, length, hidden)`` each: the token embeddings first,
+    then each block's output (the last as the body returns it)."""
+    out = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                           output_hidden_states=True)
+    return out.hidden_states
 
 
 def prefix_keys_values(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> KeysValues:

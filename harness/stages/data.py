@@ -1,5 +1,7 @@
 """The data stage: the spec's candidates, anchors and eval set, from generated data, files or
-the hub; the pool cut to ``--limit`` candidates. Writes nothing."""
+the hub; the pool cut to ``--limit`` candidates. Anchors built by K-Means
+(``data.anchors.kmeans``) are not read here: their pool is, and the anchors step
+(:mod:`~dvbench.harness.stages.anchors`) builds them and then applies ``--limit``. Writes nothing."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Data:
     candidates: tuple[Example, ...]
     anchors: tuple[Example, ...] = ()
     eval: tuple[Example, ...] = ()
+    pool: tuple[Example, ...] = ()  # what K-Means anchors are built from, until the anchors step builds them
 
 
 def load_data(spec: Spec, log=print, download: bool = True) -> Data:
@@ -59,11 +62,28 @@ def load_data(spec: Spec, log=print, download: bool = True) -> Data:
             errors.append(str(error))
             return ()
 
-    data = Data(candidates=examples(section.candidates), anchors=examples(section.anchors),
+    kmeans = section.anchors.kmeans if section.anchors is not None else None
+    candidates = examples(section.candidates)
+    data = Data(candidates=candidates, anchors=examples(None if kmeans else section.anchors),
                 eval=examples(section.eval, require_output=False))
+    if kmeans is not None:
+        data = replace(data, pool=candidates if kmeans.from_ is None else examples(kmeans.from_))
+        errors += _room_for_anchors(kmeans, data)
     if errors:
         raise InputError("\n".join(errors))
-    return limited(data, spec.limit, spec.settings.seed, log)
+    return data if kmeans is not None else limited(data, spec.limit, spec.settings.seed, log)
+
+
+def _room_for_anchors(kmeans, data: Data) -> list[str]:
+    """Why the pool cannot give ``kmeans.k`` anchors (and, when the anchors leave the candidates,
+    keep one candidate), if it cannot; nothing when the pool is not read (a hub dataset ``dvbench
+    check`` does not download)."""
+    taken = kmeans.from_ is None and not kmeans.keep_in_pool
+    if not data.pool or len(data.pool) >= kmeans.k + taken:
+        return []
+    left = " and leave a candidate (the anchors leave the candidates)" if taken else ""
+    return [f"data.anchors.kmeans.k: {kmeans.k} anchors cannot come from a pool of {len(data.pool)} rows{left}; "
+            f"lower k or give a larger pool"]
 
 
 def limited(data: Data, limit: int | None, seed: int, log=print) -> Data:

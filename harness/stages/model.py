@@ -59,4 +59,10 @@ def prepare_model(ctx: RunContext, data: Data) -> Model:
         if encoder.truncated:
             cuts = ", ".join(f"{n} {what}" for what, n in sorted(encoder.truncated.items()))
             ctx.log(f"{split}: cut to fit template limits ({cuts}); see run.json")
-    return Model(ref, {**asdict(ref), "fingerprint": resolved.fingerprint}, tokens)
+    return Model(ref, identity(ref, resolved), tokens)
+
+
+def identity(ref: ModelRef, resolved) -> dict:
+    """What identifies the model in every producer: its reference and its weights' fingerprint
+    (``resolved``: :func:`~dvbench.harness.lm.models.resolve`'s)."""
+    return {**asdict(ref), "fingerprint": resolved.fingerprint}
