@@ -106,18 +106,16 @@ def _readme_specs():
 
 
 def _spec_cases():
-    paper_full = pytest.mark.xfail(strict=True, reason="specs/paper-full.yaml needs the paper's K-Means-100 "
-                                                       "anchors beside it (kmeans100_anchors.jsonl), which "
-                                                       "dvbench does not build yet")
     specs = sorted((ROOT / "specs").glob("*.yaml"))
-    return ([pytest.param(p, id=p.name, marks=paper_full if p.name == "paper-full.yaml" else ())
-             for p in specs]
+    return ([pytest.param(p, id=p.name) for p in specs]
             + [pytest.param(block, id=f"README-{i}") for i, block in enumerate(_readme_specs())])
 
 
 @pytest.mark.parametrize("spec", _spec_cases())
-def test_every_spec_shipped_or_shown_passes_check_on_a_fresh_clone(spec, dvbench, tmp_path):
-    """In place, with nothing beside the repository (no ../shared data, no user files)."""
+def test_every_spec_shipped_or_shown_passes_check_on_a_fresh_clone(spec, dvbench, tmp_path, monkeypatch):
+    """In place, with nothing beside the repository (no ../shared data, no user files); an API key
+    in the environment, as paper-full.yaml's judge asks (check calls no API)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "not-used-by-check")
     if isinstance(spec, str):
         (tmp_path / "readme.yaml").write_text(spec)
         spec = tmp_path / "readme.yaml"

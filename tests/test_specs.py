@@ -8,33 +8,14 @@ import polars as pl
 import pytest
 import yaml
 
-from dvbench.harness.data.generated import generate
 from dvbench.harness.runner import Runner
 from dvbench.harness.spec import load_spec
 
 SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
-SHARED_ANCHORS = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4" / "kmeans100_anchors.jsonl"
-
-
-def _with_anchors(path: Path, folder: Path) -> Path:
-    """paper-full.yaml expects the user's K-Means-100 file beside it: the real one from
-    ../shared where present, else 100 generated rows, so every other key is still validated."""
-    copy = folder / path.name
-    copy.write_text(path.read_text())
-    if SHARED_ANCHORS.is_file():
-        (folder / "kmeans100_anchors.jsonl").write_text(SHARED_ANCHORS.read_text())
-    else:
-        rows = generate(0, 100, 0, seed=1)["anchors"]
-        (folder / "kmeans100_anchors.jsonl").write_text("".join(
-            json.dumps({"id": e.id, "instruction": e.instruction, "input": e.input, "output": e.output}) + "\n"
-            for e in rows))
-    return copy
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
-def test_shipped_spec_validates(path, tmp_path):
-    if path.name == "paper-full.yaml":
-        path = _with_anchors(path, tmp_path)
+def test_shipped_spec_validates(path):
     spec = load_spec(path)
     assert spec.name == path.stem
     if path.stem.startswith("paper"):  # the paper's comparison, bins, fine-tuning and both evaluations
