@@ -144,10 +144,11 @@ def test_a_rerun_reuses_the_anchors_and_a_changed_k_or_seed_rebuilds(tmp_path, t
     assert sorted(pl.read_parquet(f).height for f in files) == [4, 4, 5]
 
 
-def test_a_separate_pool_leaves_the_candidates_whole(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("kmeans", ["{k: 3, from: {path: other.jsonl}}", "{k: 3, keep_in_pool: true}"])
+def test_a_separate_pool_or_keep_in_pool_leaves_the_candidates_whole(tmp_path, tiny_model_dir, kmeans):
     pool = _write_pool(tmp_path)
     (tmp_path / "other.jsonl").write_text((tmp_path / "pool.jsonl").read_text())
-    _run(_spec(tmp_path, tiny_model_dir, "{k: 3, from: {path: other.jsonl}}"), tmp_path / "out")
+    _run(_spec(tmp_path, tiny_model_dir, kmeans), tmp_path / "out")
     assert pl.read_parquet(tmp_path / "out/scores/random.parquet")["candidate_id"].to_list() == [e.id for e in pool]
     assert pl.read_parquet(next((tmp_path / "out/anchors").glob("*.parquet"))).height == 3
 
