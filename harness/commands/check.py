@@ -55,8 +55,9 @@ def main(args, console) -> int:
 
 def problems(spec, log) -> list[str]:
     """What a run of ``spec`` would reject in its first seconds, or once a plugin starts: bad data
-    rows (every one, file and line), a model that does not resolve (when a role needs one), and
-    each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model."""
+    rows (every one, file and line), a model that does not resolve or a GPU torch does not see
+    (when a role needs a model), and each plugin's own
+    :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model."""
     from dvbench.harness.stages.data import load_data
     from dvbench.harness.stages.model import needed
 
@@ -72,6 +73,13 @@ def problems(spec, log) -> list[str]:
             locate(spec.settings.model.ref())
         except InputError as error:
             found.append(str(error))
+        if spec.settings.model.device != "auto":  # auto always resolves: no torch import for it
+            from dvbench.harness.lm.devices import resolve_device
+
+            try:
+                resolve_device(spec.settings.model.device)
+            except InputError as error:
+                found.append(str(error))
     for section, uses in spec.sections().items():
         for use in uses.values():
             try:
