@@ -200,6 +200,8 @@ def load_model(ref: ModelRef):
             local_files_only=not downloads_allowed(ref.allow_download),
             trust_remote_code=ref.trust_remote_code,
         )
+    if ref.device.startswith("cuda"):
+        torch.cuda.set_device(ref.device)  # the current device: run.json's peak CUDA memory is read from it
     return model.to(ref.device).eval(), tokenizer
 
 

@@ -80,7 +80,7 @@ def test_auto_and_cpu_write_the_same_files_on_a_cpu_machine(tmp_path, tiny_model
     gpus(0)
     spec = _spec(tmp_path, tiny_model_dir, selection={"top": {"use": "top_k", "k": 4}},
                  training={"ft": {"use": "full_finetune", "batch_size": 4, "learning_rate": 1e-3}},
-                 evaluation={"loss": {"use": "loss"}})
+                 evaluation={"loss": {"use": "loss"}}, leaderboard={"bootstrap": 0})
     assert dvbench("run", spec, "--out", tmp_path / "auto").returncode == 0
     assert dvbench("run", spec, "--out", tmp_path / "cpu", "--set", "model.device=cpu").returncode == 0
 
