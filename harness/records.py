@@ -54,13 +54,17 @@ class Example:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Where a model comes from: ``embedded``, a hub name, a local folder or a GGUF file."""
+    """Where a model comes from (``embedded``, a hub name, a local folder or a GGUF file) and
+    where it runs: ``device``, a concrete torch device (``cpu``, ``cuda:0``) that
+    :func:`~dvbench.harness.lm.models.load_model` puts it on; a run hands every role the device
+    its spec's ``model.device`` resolves to."""
 
     source: str
     dtype: str = "float32"
     threads: int | None = None
     allow_download: bool = False
     trust_remote_code: bool = False
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Runs a validated spec into one output folder, stage by stage (:mod:`dvbench.harness.stages`:
 data, anchors (when built by K-Means), model, valuation, selection, training, evaluation, leaderboard), and writes ``run.json``:
-the resolved spec, every plugin with its version and distribution, the model, the token report,
-the seconds each stage took, each valuator's seconds and peak memory, the package versions, the
-git commits, the hardware, and when it started and finished (README.md lists the keys). Each
-stage's module docstring lists the artifacts it writes.
+the resolved spec, every plugin with its version and distribution, the model, where each role
+ran, the token report, the seconds each stage took, each valuator's seconds and peak memory, the
+package versions, the git commits, the hardware, and when it started and finished (README.md
+lists the keys). Each stage's module docstring lists the artifacts it writes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dvbench.harness.stages import evaluation, ground_truth, leaderboard, select
 from dvbench.harness.stages.anchors import build_anchors, built_anchors
 from dvbench.harness.stages.context import RunContext
 from dvbench.harness.stages.data import Data, load_data
-from dvbench.harness.stages.model import Model, prepare_model
+from dvbench.harness.stages.model import Model, devices, placement, prepare_model
 
 
 @dataclass
@@ -107,13 +107,14 @@ class Runner:
 
     def _value(self) -> tuple[RunResult, Data]:
         result = RunResult(self.out)
+        device = placement(self.ctx.spec)  # an unavailable GPU stops the run before any work
         with self._timed(result, "data"):
             data = load_data(self.ctx.spec, self.ctx.log)
         if built_anchors(self.ctx.spec) is not None:
             with self._timed(result, "anchors"):
-                data = build_anchors(self.ctx, data)
+                data = build_anchors(self.ctx, data, device)
         with self._timed(result, "model"):
-            result.model = prepare_model(self.ctx, data)
+            result.model = prepare_model(self.ctx, data, device)
         with self._timed(result, "valuation"):
             result.scores, result.seconds, result.peaks = valuation.value(self.ctx, data, result.model)
         return result, data
@@ -168,6 +169,7 @@ class Runner:
             "hardware": provenance.hardware(),
             "plugins": plugins,
             "model": result.model.identity,
+            "devices": devices(spec, result.model.ref.device),
             "tokens": result.model.tokens,
             "timings_s": result.timings,
             "valuator_seconds": result.seconds,

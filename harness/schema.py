@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_serializer, field_
 
 from dvbench.harness.config import Config, ExistingPath, SpecPath
 from dvbench.harness.data.generated import FACT_PAIRS, FACTS_BY_DEFAULT, FAMILIES
+from dvbench.harness.lm.devices import DEVICE
 from dvbench.harness.records import ModelRef
 from dvbench.harness.template import NAMES, Template
 
@@ -25,8 +26,18 @@ class ModelSection(Config):
         "float32", description="Weights' dtype; log-softmax is float32 or better whatever this is."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; torch's default when unset.")
+    device: str = Field("auto", description="Where every role runs the model: 'auto' (the "
+                        "first CUDA device when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'; run.json's "
+                        "'devices' says where each role ran.")
     allow_download: bool = Field(False, description="Allow hub downloads (off: offline).")
     trust_remote_code: bool = Field(False, description="Run a hub model's own code (off unless you trust it).")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE, value):
+            raise ValueError(f"{value!r} is no device; give auto, cpu, cuda or cuda:N (N: the GPU's index)")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -37,8 +48,9 @@ class ModelSection(Config):
             return str((base / value).resolve())
         return value
 
-    def ref(self) -> ModelRef:
-        return ModelRef(self.name, self.dtype, self.threads, self.allow_download, self.trust_remote_code)
+    def ref(self, device: str = "cpu") -> ModelRef:
+        """The model's reference, on ``device`` (``device`` resolved: see :mod:`dvbench.harness.lm.devices`)."""
+        return ModelRef(self.name, self.dtype, self.threads, self.allow_download, self.trust_remote_code, device)
 
 
 class FileSource(Config):

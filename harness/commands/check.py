@@ -55,9 +55,10 @@ def main(args, console) -> int:
 
 def problems(spec, log) -> list[str]:
     """What a run of ``spec`` would reject in its first seconds, or once a plugin starts: bad data
-    rows (every one, file and line), a model that does not resolve (when a role needs one or
-    anchors are built by K-Means), and each plugin's own :meth:`~dvbench.harness.roles.Plugin.check`.
-    Loads no model and downloads nothing (a hub dataset not cached is validated as a key only)."""
+    rows (every one, file and line), a model that does not resolve or a GPU torch does not see
+    (when a role needs a model or anchors are built by K-Means), and each plugin's own
+    :meth:`~dvbench.harness.roles.Plugin.check`. Loads no model and downloads nothing (a hub
+    dataset not cached is validated as a key only)."""
     from dvbench.harness.stages.anchors import built_anchors
     from dvbench.harness.stages.data import load_data
     from dvbench.harness.stages.model import needed
@@ -74,6 +75,13 @@ def problems(spec, log) -> list[str]:
             locate(spec.settings.model.ref())
         except InputError as error:
             found.append(str(error))
+        if spec.settings.model.device != "auto":  # auto always resolves: no torch import for it
+            from dvbench.harness.lm.devices import resolve_device
+
+            try:
+                resolve_device(spec.settings.model.device)
+            except InputError as error:
+                found.append(str(error))
     for section, uses in spec.sections().items():
         for use in uses.values():
             try:

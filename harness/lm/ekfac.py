@@ -108,6 +108,7 @@ def corrected_eigenvalues(
 ) -> dict[str, torch.Tensor]:
     """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, float64."""
     device = next(model.parameters()).device
+    bases = {name: (q_a.to(device), q_s.to(device)) for name, (q_a, q_s) in bases.items()}  # read back: on the CPU
     sums: dict[str, torch.Tensor] = {}
     for batch, batch_draws in _batches(sequences, labels, batch_size, device):
         terms, _ = layer_terms(model, batch, linears, batch_draws)

@@ -1,6 +1,7 @@
 """Responses to prompts, generated in left-padded batches with the model's own ``generate``.
 
-Greedy by default; ``temperature > 0`` samples (``top_p`` nucleus), seeded. Generation stops at
+Greedy by default; ``temperature > 0`` samples (``top_p`` nucleus), seeded (on a GPU by its own
+generator, so sampled responses differ from the CPU's). Generation stops at
 the tokenizer's EOS token or after ``max_new_tokens``; the response is the decoded new tokens
 without special tokens, stripped of surrounding whitespace.
 """
@@ -24,9 +25,9 @@ def generate(
     responses: list[str] = [""] * len(prompts)
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else PAD_ID
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    # seeded here, the caller's random state untouched: the CPU's, and the model's GPU's where it runs
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
             width = max(len(prompts[i]) for i in chosen)
@@ -43,6 +44,4 @@ def generate(
                 responses[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
             if advance is not None:
                 advance(len(chosen))
-    finally:
-        torch.random.set_rng_state(generator_state)
     return responses

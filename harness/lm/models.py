@@ -177,8 +177,9 @@ def load_tokenizer(ref: ModelRef):
 
 
 def load_model(ref: ModelRef):
-    """``(model, tokenizer)`` for ``ref``: the model in ``ref.dtype`` and eval mode, the tokenizer as
-    :func:`load_tokenizer` gives it. Sets ``torch.set_num_threads(ref.threads)`` when threads are set."""
+    """``(model, tokenizer)`` for ``ref``: the model in ``ref.dtype`` and eval mode on ``ref.device``,
+    the tokenizer as :func:`load_tokenizer` gives it. Sets ``torch.set_num_threads(ref.threads)``
+    when threads are set."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -199,16 +200,20 @@ def load_model(ref: ModelRef):
             local_files_only=not downloads_allowed(ref.allow_download),
             trust_remote_code=ref.trust_remote_code,
         )
-    return model.eval(), tokenizer
+    if ref.device.startswith("cuda"):
+        torch.cuda.set_device(ref.device)  # the current device: run.json's peak CUDA memory is read from it
+    return model.to(ref.device).eval(), tokenizer
 
 
 def save_partial(folder: Path, base: ModelRef, tensors: dict) -> None:
     """A fine-tuned model saved as the tensors that changed and the model they apply to: the
-    folder loads like any other, as ``base`` with ``tensors`` in place of its own."""
+    folder loads like any other, as ``base`` with ``tensors`` in place of its own (on whichever
+    device it is loaded to: the record names no device)."""
     from dvbench.harness.artifacts import write_safetensors
 
     write_safetensors(folder / "changed.safetensors", tensors)
-    (folder / PARTIAL).write_text(json_text({"base": asdict(base)}, indent=1), encoding="utf-8")
+    record = {k: v for k, v in asdict(base).items() if k != "device"}
+    (folder / PARTIAL).write_text(json_text({"base": record}, indent=1), encoding="utf-8")
 
 
 def _partial(ref: ModelRef, folder: Path):
@@ -218,7 +223,7 @@ def _partial(ref: ModelRef, folder: Path):
     from dvbench.harness.artifacts import read_safetensors
 
     base = ModelRef(**{**json.loads((folder / PARTIAL).read_text(encoding="utf-8"))["base"],
-                       "dtype": ref.dtype, "threads": ref.threads})
+                       "dtype": ref.dtype, "threads": ref.threads, "device": ref.device})
     model, _ = load_model(base)
     params = dict(model.named_parameters())
     changed = read_safetensors(folder / "changed.safetensors")

@@ -52,13 +52,13 @@ def built_anchors(spec: Spec) -> KMeansAnchors | None:
     return None if anchors is None else anchors.kmeans
 
 
-def build_anchors(ctx: RunContext, data: Data) -> Data:
-    """``data`` with its K-Means anchors built (or read back) and ``--limit`` applied, if the spec
-    builds them; else ``data``."""
+def build_anchors(ctx: RunContext, data: Data, device: str = "cpu") -> Data:
+    """``data`` with its K-Means anchors built (or read back; the model on ``device``) and
+    ``--limit`` applied, if the spec builds them; else ``data``."""
     kmeans = built_anchors(ctx.spec)
     if kmeans is None:
         return data
-    anchors = _anchors(ctx, kmeans, data.pool)
+    anchors = _anchors(ctx, kmeans, data.pool, device)
     candidates = data.candidates
     if kmeans.from_ is None and not kmeans.keep_in_pool:
         taken = {a.id for a in anchors}
@@ -68,17 +68,17 @@ def build_anchors(ctx: RunContext, data: Data) -> Data:
                    ctx.log)
 
 
-def _anchors(ctx: RunContext, kmeans: KMeansAnchors, pool: tuple[Example, ...]) -> tuple[Example, ...]:
+def _anchors(ctx: RunContext, kmeans: KMeansAnchors, pool: tuple[Example, ...], device: str) -> tuple[Example, ...]:
     """The saved anchors of this producer, else built and saved."""
     import polars as pl
     import sklearn
 
     from dvbench.harness.lm import models
 
-    ref = ctx.spec.settings.model.ref()
+    ref = ctx.spec.settings.model.ref(device)
     seed = ctx.seed if kmeans.seed is None else kmeans.seed
     producer = {"step": "kmeans_anchors", "version": VERSION, "pool": fingerprint(pool),
-                "model": identity(ref, models.resolve(ref)), "template": asdict(ctx.spec.template), "k": kmeans.k,
+                "model": identity(ref, models.resolve(ref).fingerprint), "template": asdict(ctx.spec.template), "k": kmeans.k,
                 "seed": seed, "layer": kmeans.layer, "pooling": POOLING, "n_init": N_INIT,
                 "scikit-learn": sklearn.__version__}
     name = f"anchors/kmeans-{hashlib.sha256(canonical(producer).encode()).hexdigest()[:16]}"
@@ -89,19 +89,19 @@ def _anchors(ctx: RunContext, kmeans: KMeansAnchors, pool: tuple[Example, ...]) 
         return tuple(by_id[i] for i in pl.read_parquet(files[".parquet"])["id"])
     if why != "not computed yet":
         ctx.log(f"{name}: building again, {why}")
-    rows = _build(ctx, kmeans, pool, seed)
+    rows = _build(ctx, ref, kmeans, pool, seed)
     ctx.store.save(name, producer, {".parquet": pl.DataFrame(rows).write_parquet})
     return tuple(pool[i] for i in rows["position"])
 
 
-def _build(ctx: RunContext, kmeans: KMeansAnchors, pool: tuple[Example, ...], seed: int) -> dict[str, list]:
+def _build(ctx: RunContext, ref, kmeans: KMeansAnchors, pool: tuple[Example, ...], seed: int) -> dict[str, list]:
     """The anchors' rows (the artifact's columns): each pool row embedded, clustered, and the
     row nearest each centroid."""
     from dvbench.harness.lm.embed import mean_hidden
     from dvbench.harness.lm.models import load_model
     from dvbench.harness.lm.tokens import Encoder
 
-    model, tokenizer = load_model(ctx.spec.settings.model.ref())
+    model, tokenizer = load_model(ref)
     encoder = Encoder(tokenizer, ctx.spec.template)
     sequences = [encoder.zero_shot(e) for e in pool]
     with ctx.progress.task("anchors: embedding the pool", len(pool), "rows") as advance:

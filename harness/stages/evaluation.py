@@ -82,7 +82,8 @@ def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
 
     def run(unit: Evaluation) -> tuple[dict, dict]:
         advance(0, unit.label)
-        tuned = ModelRef(str(ctx.store.path(f"models/{unit.model}")), dtype=base.dtype, threads=base.threads)
+        tuned = ModelRef(str(ctx.store.path(f"models/{unit.model}")), dtype=base.dtype, threads=base.threads,
+                         device=base.device)
         result = unit.use.plugin.evaluate(EvalTask(tuned, base, eval_set, seed=ctx.seed, template=ctx.spec.template,
                                                    progress=ctx.progress))
         return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}, dict(result.files)

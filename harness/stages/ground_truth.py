@@ -142,7 +142,7 @@ def _losses(ctx: RunContext, anchors: tuple[Example, ...], model: Model, names: 
         from dvbench.harness.lm.losses import example_losses
 
         ref = base if name == BASE else ModelRef(str(ctx.store.path(f"models/{name}")), dtype=base.dtype,
-                                                 threads=base.threads)
+                                                 threads=base.threads, device=base.device)
         return example_losses(ref, anchors, ctx.spec.template).tolist()
 
     with ctx.progress.task("ground-truth losses", len(pending), "models") as advance:

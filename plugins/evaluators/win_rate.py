@@ -155,7 +155,7 @@ class WinRate(Evaluator):
             if self._judge is None:
                 from dvbench.harness.lm.models import load_model
 
-                self._judge = load_model(ModelRef(self.config.judge_model))
+                self._judge = load_model(ModelRef(self.config.judge_model, device=task.base.device))
             with task.progress.task("win_rate judge", 2 * len(examples), "prompts") as advance:
                 preferences = judges.local_lm(self._judge, examples, baseline, outputs,
                                               batch_size=self.config.batch_size, advance=advance)

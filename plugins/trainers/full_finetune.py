@@ -102,7 +102,8 @@ class FullFinetune(Trainer):
                     _checkpoint(files, step + 1, params, optimizer, log)
         _save(model, tokenizer, task.out, log, None if self.config.trainable is None else (task.model, params))
         _clear(files)
-        return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads),
+        return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads,
+                                     device=task.model.device),
                             task.model, self.name, self.version, self.provenance()["config"],
                             {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"]})
 
@@ -191,7 +192,9 @@ def _resume(files: WorkFiles, params: dict, optimizer) -> tuple[int, list]:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(tensors[f"param.{name}"])
-            optimizer.state[p] = {key: tensors[f"{key}.{name}"] for key in STATE}
+            # the moments beside their parameter; "step" stays a CPU scalar, as AdamW keeps it
+            optimizer.state[p] = {key: tensors[f"{key}.{name}"].to(p.device if key != "step" else "cpu")
+                                  for key in STATE}
     return record["step"], record["log"]
 
 
