@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dvbench.harness.errors import InputError
-from dvbench.harness.lm.grads import dot_gradients, layer_terms, per_example_grads, sum_gradients, tracked_linears
+from dvbench.harness.lm.grads import dot_gradients, per_example_grads, sum_gradients, tracked_linears
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.lm.tokens import Encoder, Sequence
@@ -62,12 +62,11 @@ def candidate_dots(model: nn.Module, linears: dict[str, nn.Linear], vectors: Gra
                    *, batch_size: int, progress: Progress, label: str) -> np.ndarray:
     """``∇L(θ, z) · v`` per candidate, ``v`` one tensor per layer: one forward and backward each."""
     device = next(model.parameters()).device
-    values, stacked = [], {}
+    values = []
     with progress.task(f"{label} candidates", len(candidates), "candidates") as advance:
         for start in range(0, len(candidates), batch_size):
             chunk = candidates[start:start + batch_size]
-            terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
-            values.append(dot_gradients(terms, vectors, stacked).double().cpu())
+            values.append(dot_gradients(model, collate(chunk, "right", device), linears, vectors).cpu())
             advance(len(chunk))
     return torch.cat(values).numpy()
 
