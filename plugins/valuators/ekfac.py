@@ -90,13 +90,14 @@ class EkfacValuator(Valuator):
         damping = {name: factors.damping(name, factor=self.config.damping_factor, value=self.config.damping)
                    for name in linears}
 
-        def precondition(grads):
-            return {name: factors.inverse(name, g, damping[name]) for name, g in grads.items()}
+        def precondition(name, gradients):
+            return factors.inverse(name, gradients, damping[name])
 
         loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="ekfac")
         if self.config.aggregate == "mean" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
-            return self.scores(task, products.candidate_dots(model, linears, precondition(mean), candidates, **loop))
+            preconditioned = {name: precondition(name, g) for name, g in mean.items()}
+            return self.scores(task, products.candidate_dots(model, linears, preconditioned, candidates, **loop))
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
                                       prepare=precondition, **loop)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)

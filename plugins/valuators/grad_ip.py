@@ -66,18 +66,19 @@ class GradIpValuator(Valuator):
         if self.config.aggregate == "mean" and self.config.transform == "none" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
             return self.scores(task, products.candidate_dots(model, linears, mean, candidates, **loop))
-        product = _sign_log if self.config.transform == "sign_log" else products.dot
+        sign_log = self.config.transform == "sign_log"
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
-                                      product=product, **loop)
+                                      prepare=(lambda name, g: _clamped(g)) if sign_log else None,
+                                      product=_sign_log if sign_log else products.dot, **loop)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
 
 def _sign_log(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """One weight tensor's contribution to every (anchor, candidate) pair, as the paper's release
-    computes it."""
+    computes it, the anchors' gradients already clamped (:func:`_clamped`)."""
     import torch
 
-    s = torch.einsum("noi,moi->nm", _clamped(anchors), _clamped(candidates)).double()
+    s = torch.einsum("noi,moi->nm", anchors, _clamped(candidates)).double()
     return torch.nan_to_num(torch.sign(s) * torch.log(s.abs()), nan=0.0, posinf=0.0, neginf=0.0)
 
 
