@@ -72,9 +72,10 @@ class EkfacValuator(Valuator):
                                                               "`damping_factor`. As it grows, scores tend to "
                                                               "`grad_ip`'s divided by `λ`.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
-                                                              "gradients when every pair is needed; layers are "
-                                                              "grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GiB) for all the gradients held when "
+                                                              "every pair is needed (the anchors' per-example "
+                                                              "gradients of a group of layers, one layer's "
+                                                              "transients); layers are grouped to fit.")
 
         @field_validator("labels", mode="before")
         @classmethod

@@ -54,9 +54,10 @@ class GradIpValuator(Valuator):
                                                     "aggregate (taken from it); costs every pair, as "
                                                     "`fraction_positive` and `sign_log` do.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
-                                                              "gradients when every pair is needed; layers are "
-                                                              "grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GiB) for all the gradients held when "
+                                                              "every pair is needed (the anchors' per-example "
+                                                              "gradients of a group of layers, one layer's "
+                                                              "transients); layers are grouped to fit.")
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
