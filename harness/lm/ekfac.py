@@ -69,19 +69,20 @@ def covariances(
     device = next(model.parameters()).device
     sums: dict[str, list[torch.Tensor]] = {}
     tokens = 0
+
+    def add(name, a, g):
+        a, g = a.flatten(0, 1), g.flatten(0, 1)
+        if name not in sums:
+            sums[name] = [a.T @ a, g.T @ g]
+        else:
+            sums[name][0].addmm_(a.T, a)
+            sums[name][1].addmm_(g.T, g)
+
     for batch, batch_draws in _batches(sequences, labels, batch_size, device):
-        terms, _ = layer_terms(model, batch, linears, batch_draws)
+        layer_terms(model, batch, linears, add, batch_draws)
         tokens += int(batch.mask.sum())
-        for name, t in terms.items():
-            a = t.inputs.flatten(0, 1)
-            g = t.output_grads.flatten(0, 1)
-            if name not in sums:
-                sums[name] = [a.T @ a, g.T @ g]
-            else:
-                sums[name][0].addmm_(a.T, a)
-                sums[name][1].addmm_(g.T, g)
         advance(batch.size)
-    return {name: (a / tokens, s / tokens) for name, (a, s) in sums.items()}
+    return {name: (sums[name][0] / tokens, sums[name][1] / tokens) for name in linears}
 
 
 def eigenbases(
@@ -110,14 +111,16 @@ def corrected_eigenvalues(
     device = next(model.parameters()).device
     bases = {name: (q_a.to(device), q_s.to(device)) for name, (q_a, q_s) in bases.items()}  # read back: on the CPU
     sums: dict[str, torch.Tensor] = {}
+
+    def add(name, a, g):
+        q_a, q_s = bases[name]
+        rotated = _rotated_gradients(a, g, q_a, q_s).square_().sum(0).double()
+        sums[name] = rotated if name not in sums else sums[name].add_(rotated)
+
     for batch, batch_draws in _batches(sequences, labels, batch_size, device):
-        terms, _ = layer_terms(model, batch, linears, batch_draws)
-        for name, t in terms.items():
-            q_a, q_s = bases[name]
-            rotated = _rotated_gradients(t.inputs, t.output_grads, q_a, q_s).square_().sum(0).double()
-            sums[name] = rotated if name not in sums else sums[name].add_(rotated)
+        layer_terms(model, batch, linears, add, batch_draws)
         advance(batch.size)
-    return {name: s / len(sequences) for name, s in sums.items()}
+    return {name: sums[name] / len(sequences) for name in linears}
 
 
 def _rotated_gradients(a: torch.Tensor, g: torch.Tensor, q_a: torch.Tensor, q_s: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,13 @@
 For a linear layer ``y = W a`` applied at every position ``t`` of a sequence, the gradient of a
 loss ``L`` is ``dL/dW = Σ_t g_t a_tᵀ`` with ``g_t = dL/dy_t``. One backward of ``Σ_i L(θ, x_i)``
 (:func:`~dvbench.harness.lm.loglik.answer_losses`) over a padded batch gives each example's
-``g_t`` (examples do not interact; padding receives zero gradient and is masked anyway), so
-:func:`layer_terms` returns the inputs ``a`` and output gradients ``g`` of every tracked layer,
-and :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example, batch by batch, into one
-preallocated tensor per layer. Gradient valuators may use the terms directly (inner products,
-projections) without forming the gradients.
+``g_t`` (examples do not interact; padding receives zero gradient and is masked anyway).
+:func:`layer_terms` hands each tracked layer's inputs ``a`` and output gradients ``g`` to a
+callback inside the backward, as soon as that layer's ``g`` exists, and lets both go once it
+returns: a batch never holds more than one layer's output gradients, and a layer's inputs only
+until its gradient has been used. :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example
+into one preallocated tensor per layer, :func:`sum_gradients` their sum and
+:func:`dot_gradients` their products with given vectors, without forming them.
 
 Only weights are tracked (docs/definitions.md § Valuators: the weights of every linear layer in the transformer blocks);
 the model's own parameters get no ``.grad`` and their ``requires_grad`` flags are left as found.
@@ -16,9 +18,8 @@ the model's own parameters get no ``.grad`` and their ``requires_grad`` flags ar
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence as Seq
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from dvbench.harness.lm.loglik import Batch, answer_losses, collate
 from dvbench.harness.lm.tokens import Sequence
 
 BLOCK = re.compile(r"\.\d+\.")  # a numbered child: a layer of the transformer's block list
+Consume = Callable[[str, torch.Tensor, torch.Tensor], None]  # (layer name, a, g)
 
 
 def tracked_linears(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Linear]:
@@ -55,19 +57,6 @@ def tracked_linears(model: nn.Module, pattern: str | None = None) -> dict[str, n
     return chosen
 
 
-@dataclass(frozen=True)
-class LayerTerms:
-    """A tracked layer's inputs ``a`` ``(batch, length, in)`` and output gradients ``g``
-    ``(batch, length, out)``, zero at padding."""
-
-    inputs: torch.Tensor
-    output_grads: torch.Tensor
-
-    def gradients(self) -> torch.Tensor:
-        """Per-example weight gradients ``Σ_t g_t a_tᵀ``, ``(batch, out, in)``."""
-        return torch.einsum("bto,bti->boi", self.output_grads, self.inputs)
-
-
 @contextmanager
 def _frozen(model: nn.Module):
     """No weight gradients are needed: only the gradients flowing through layer outputs."""
@@ -82,25 +71,37 @@ def _frozen(model: nn.Module):
 
 
 def layer_terms(
-    model: nn.Module, batch: Batch, linears: dict[str, nn.Linear], draws: torch.Tensor | None = None
-) -> tuple[dict[str, LayerTerms], torch.Tensor]:
-    """One forward and backward of ``Σ_i L(θ, x_i)`` (mean answer NLL per sequence).
+    model: nn.Module, batch: Batch, linears: dict[str, nn.Linear], consume: Consume, draws: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One forward and backward of ``Σ_i L(θ, x_i)`` (mean answer NLL per sequence), calling
+    ``consume(name, a, g)`` once per layer of ``linears`` with its inputs ``a`` ``(batch, length,
+    in)`` and output gradients ``g`` ``(batch, length, out)``, zero at padding, in the layer's
+    dtype promoted to float32. The calls come during the backward, layer by layer (last layer
+    first); a layer the loss does not reach gets ``g = 0`` after it. Returns the per-example
+    losses ``L(θ, x_i)``.
 
-    Returns the terms of every layer in ``linears`` and the per-example losses ``L(θ, x_i)``.
     With ``draws`` (one uniform per answer token), the loss is that of labels sampled from the
     model's predictive distribution (:func:`~dvbench.harness.lm.loglik.answer_losses`): the
     pseudo-gradients of a Fisher estimate.
     """
     hf.check_model(model)
+    padding = (batch.mask == 0)[..., None]
     inputs: dict[str, torch.Tensor] = {}
-    outputs: dict[str, torch.Tensor] = {}
+    leaves: list[torch.Tensor] = []
+
+    def hand_over(name: str, grad: torch.Tensor) -> None:
+        a = inputs.pop(name)
+        dtype = torch.promote_types(a.dtype, torch.float32)
+        # out of place: the forward's activations may still be needed by the backward
+        consume(name, a.masked_fill(padding, 0).to(dtype), grad.masked_fill(padding, 0).to(dtype))
 
     def hook(name):
         def record(module, args, output):
             inputs[name] = args[0].detach()
-            if not output.requires_grad:
+            if not output.requires_grad:  # the first tracked layers: leaves the backward ends at
                 output.requires_grad_(True)
-            outputs[name] = output
+                leaves.append(output)
+            output.register_hook(lambda grad: hand_over(name, grad))
             return output
         return record
 
@@ -108,22 +109,14 @@ def layer_terms(
     try:
         with _frozen(model), torch.enable_grad():
             losses = answer_losses(model, batch, draws=draws)
-            names = list(outputs)
-            grads = torch.autograd.grad(losses.sum(), [outputs[n] for n in names], allow_unused=True)
+            torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
-    rows, cols = (~batch.mask.bool()).nonzero(as_tuple=True)  # padding: zeroed, as it may hold NaN
-    terms = {}
-    for name, grad in zip(names, grads):
-        dtype = torch.promote_types(inputs[name].dtype, torch.float32)
-        a = inputs[name].to(dtype)
-        g = (torch.zeros_like(outputs[name]) if grad is None else grad).to(dtype)
-        if len(rows):  # in place: the forward's activations are no longer needed
-            a[rows, cols] = 0
-            g[rows, cols] = 0
-        terms[name] = LayerTerms(a, g)
-    return terms, losses.detach()
+    for name in list(inputs):  # the loss does not depend on these layers' outputs
+        shape = inputs[name].shape[:-1] + (linears[name].out_features,)
+        hand_over(name, torch.zeros(shape, dtype=inputs[name].dtype, device=inputs[name].device))
+    return losses.detach()
 
 
 def per_example_grads(
@@ -131,21 +124,22 @@ def per_example_grads(
     padding_side: str = "right", advance=None,
 ) -> dict[str, torch.Tensor]:
     """``∇_W L(θ, x_i)`` of every tracked layer for every sequence: ``{name: (n, out, in)}``, one
-    forward and backward per batch of ``batch_size``, filled in place (no second copy).
-    ``advance(n)`` is called after each batch."""
+    forward and backward per batch of ``batch_size``, each layer's written in place as its
+    backward reaches it (no second copy). ``advance(n)`` is called after each batch."""
     device = next(model.parameters()).device
     grads: dict[str, torch.Tensor] = {}
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start:start + batch_size]
-        terms, _ = layer_terms(model, collate(chunk, padding_side, device), linears)
-        for name, t in terms.items():
+
+        def write(name, a, g, start=start):
             if name not in grads:
-                out, inp = t.output_grads.shape[-1], t.inputs.shape[-1]
-                grads[name] = torch.empty(len(sequences), out, inp, dtype=t.inputs.dtype, device=device)
-            grads[name][start:start + len(chunk)] = t.gradients()
+                grads[name] = torch.empty(len(sequences), g.shape[-1], a.shape[-1], dtype=a.dtype, device=device)
+            torch.bmm(g.transpose(1, 2), a, out=grads[name][start:start + len(chunk)])
+
+        layer_terms(model, collate(chunk, padding_side, device), linears, write)
         if advance is not None:
             advance(len(chunk))
-    return grads
+    return {name: grads[name] for name in linears}  # in the layers' order, not the backward's
 
 
 def sum_gradients(
@@ -156,35 +150,28 @@ def sum_gradients(
     per-example gradient formed."""
     device = next(model.parameters()).device
     total: dict[str, torch.Tensor] = {}
+
+    def add(name, a, g):
+        grad = torch.einsum("bto,bti->oi", g, a)
+        total[name] = grad if name not in total else total[name].add_(grad)
+
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start:start + batch_size]
-        terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
-        for name, t in terms.items():
-            grad = torch.einsum("bto,bti->oi", t.output_grads, t.inputs)
-            total[name] = grad if name not in total else total[name] + grad
+        layer_terms(model, collate(chunk, "right", device), linears, add)
         if advance is not None:
             advance(len(chunk))
-    return total
+    return {name: total[name] for name in linears}
 
 
 def dot_gradients(
-    terms: dict[str, LayerTerms], vectors: dict[str, torch.Tensor], stacked: dict | None = None
+    model: nn.Module, batch: Batch, linears: dict[str, nn.Linear], vectors: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    """``∇_W L(θ, x_i) · V`` per example of a batch, summed over layers, from the layer terms:
-    ``Σ_t g_t · (V a_t)``, so no per-example gradient is formed. Layers fed the same input (an
-    attention block's q, k and v) share one product with their stacked ``V``s; pass the same
-    ``stacked`` dict on every call to stack them once."""
-    stacked = {} if stacked is None else stacked
-    groups: dict[int, list[str]] = {}
-    for name, t in terms.items():
-        groups.setdefault(t.inputs.data_ptr(), []).append(name)
-    total = 0
-    for names in groups.values():
-        a = terms[names[0]].inputs
-        key = tuple(names)
-        if key not in stacked:
-            stacked[key] = torch.cat([vectors[n] for n in names]).to(a.dtype).T
-        products = torch.split(a @ stacked[key], [vectors[n].shape[0] for n in names], dim=-1)
-        for name, product in zip(names, products):
-            total = total + (terms[name].output_grads * product).sum((1, 2))
+    """``∇_W L(θ, x_i) · V`` per example of ``batch``, summed over layers, in float64: each
+    layer's ``Σ_t g_t · (V a_t)`` taken in the backward, so no per-example gradient is formed."""
+    total = torch.zeros(batch.size, dtype=torch.float64, device=batch.ids.device)
+
+    def add(name, a, g):
+        total.add_(((a @ vectors[name].to(a.dtype).T) * g).sum((1, 2)).double())
+
+    layer_terms(model, batch, linears, add)
     return total

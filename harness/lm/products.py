@@ -8,9 +8,11 @@
   backward per candidate batch, the product taken from the layers' inputs and output gradients
   (``Σ_t g_t · (V a_t)``) without forming the candidate's gradient.
 - :func:`pair_matrix`: every pair. The anchors' per-example gradients are held for a group of
-  layers at a time, as many as fit in ``budget`` bytes; each candidate's gradient for those
-  layers (``Σ_t g_t a_tᵀ``) is formed and dotted with them, and the candidates' forward and
-  backward are repeated once per group. Chunking over layers was chosen over the per-layer
+  layers at a time, as many as fit in ``budget`` bytes with room left for one layer's
+  transients; a candidate batch's gradient (``Σ_t g_t a_tᵀ``) is formed one layer at a time,
+  inside the backward, and dotted with them at once, and the candidates' forward and backward
+  are repeated once per group. ``budget`` so bounds all the gradients the process holds; one
+  batch's activations come on top. Chunking over layers was chosen over the per-layer
   identity ``⟨G, G'⟩ = Σ_{t,s} (a_t·a'_s)(g_t·g'_s)``: at ~100 tokens and in + out ≈ 2,000 the
   identity costs more per pair than forming the candidate's gradient once per group.
 """
@@ -32,6 +34,7 @@ from dvbench.harness.progress import Progress
 from dvbench.harness.records import ValuationTask
 
 Gradients = dict[str, torch.Tensor]  # per layer: (n, out, in), or (out, in) for one vector
+TRANSIENT = 4  # temporary copies of one layer's gradients (anchors' or a batch's) a product or prepare makes
 
 
 def gradient_inputs(task: ValuationTask, valuator: str):
@@ -62,12 +65,11 @@ def candidate_dots(model: nn.Module, linears: dict[str, nn.Linear], vectors: Gra
                    *, batch_size: int, progress: Progress, label: str) -> np.ndarray:
     """``∇L(θ, z) · v`` per candidate, ``v`` one tensor per layer: one forward and backward each."""
     device = next(model.parameters()).device
-    values, stacked = [], {}
+    values = []
     with progress.task(f"{label} candidates", len(candidates), "candidates") as advance:
         for start in range(0, len(candidates), batch_size):
             chunk = candidates[start:start + batch_size]
-            terms, _ = layer_terms(model, collate(chunk, "right", device), linears)
-            values.append(dot_gradients(terms, vectors, stacked).double().cpu())
+            values.append(dot_gradients(model, collate(chunk, "right", device), linears, vectors).cpu())
             advance(len(chunk))
     return torch.cat(values).numpy()
 
@@ -75,38 +77,53 @@ def candidate_dots(model: nn.Module, linears: dict[str, nn.Linear], vectors: Gra
 def pair_matrix(
     model: nn.Module, linears: dict[str, nn.Linear], anchors: Seq[Sequence], candidates: Seq[Sequence], *,
     batch_size: int, budget: float, progress: Progress, label: str,
-    prepare: Callable[[Gradients], Gradients] | None = None,
+    prepare: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dot,
 ) -> np.ndarray:
     """The N x M matrix of ``product(prepare(anchor gradients), candidate gradients)`` summed
-    over layers, layer group by layer group. ``prepare`` maps a group's anchor gradients
-    ``{name: (N, out, in)}`` (e.g. preconditions them); ``product`` maps one layer's anchor and
-    candidate gradients to their (N, M) contribution (default: the dot product)."""
-    groups = _layer_groups(linears, len(anchors), budget)
+    over layers, layer group by layer group. ``prepare(name, gradients)`` maps one layer's anchor
+    gradients ``(N, out, in)`` (e.g. preconditions them), layer by layer in place of the
+    originals; ``product`` maps one layer's anchor and candidate gradients to their (N, M)
+    contribution (default: the dot product). A candidate batch's gradients are formed one layer
+    at a time, inside its backward, and dotted at once: with the anchors' they stay within
+    ``budget`` bytes (:func:`_layer_groups`)."""
+    device = next(model.parameters()).device
+    groups = _layer_groups(linears, len(anchors), batch_size, budget)
     matrix = torch.zeros(len(anchors), len(candidates), dtype=torch.float64)
     with progress.task(f"{label} pairs", len(groups) * (len(anchors) + len(candidates)), "sequences") as advance:
         for group in groups:
             held = per_example_grads(model, anchors, group, batch_size=batch_size, advance=advance)
             if prepare is not None:
-                held = prepare(held)
+                for name in group:  # one layer at a time: the originals go as their replacements come
+                    held[name] = prepare(name, held[name])
             for start in range(0, len(candidates), batch_size):
                 chunk = candidates[start:start + batch_size]
-                grads = per_example_grads(model, chunk, group, batch_size=batch_size, advance=advance)
-                for name in group:
-                    matrix[:, start:start + len(chunk)] += product(held[name], grads[name]).cpu()
-            del held  # before the next group's gradients exist: one group in memory at a time
+                block = matrix[:, start:start + len(chunk)]
+
+                def add(name, a, g, block=block):
+                    block.add_(product(held[name], torch.bmm(g.transpose(1, 2), a)).cpu())
+
+                layer_terms(model, collate(chunk, "right", device), group, add)
+                advance(len(chunk))
+            held.clear()  # before the next group's gradients exist: one group in memory at a time
     return matrix.numpy()
 
 
-def _layer_groups(linears: dict[str, nn.Linear], anchors: int, budget: float) -> list[dict[str, nn.Linear]]:
-    """Consecutive layers whose anchors' per-example gradients fit in ``budget`` bytes together
-    (a layer that alone exceeds it forms its own group)."""
+def _layer_groups(linears: dict[str, nn.Linear], anchors: int, batch_size: int,
+                  budget: float) -> list[dict[str, nn.Linear]]:
+    """Consecutive layers whose anchors' per-example gradients fit in ``budget`` bytes together,
+    less room for one layer's transients: a batch of candidates' gradients and the copies that
+    ``prepare`` and ``product`` make, :data:`TRANSIENT` of each (a layer that alone exceeds it
+    forms its own group)."""
+    def size(module: nn.Linear) -> int:
+        return module.weight.numel() * max(module.weight.element_size(), 4)
+
+    room = budget - TRANSIENT * (anchors + batch_size) * max(size(m) for m in linears.values())
     groups, current, used = [], {}, 0
     for name, module in linears.items():
-        size = anchors * module.weight.numel() * max(module.weight.element_size(), 4)
-        if current and used + size > budget:
+        if current and used + anchors * size(module) > room:
             groups.append(current)
             current, used = {}, 0
         current[name] = module
-        used += size
+        used += anchors * size(module)
     return groups + [current] if current else groups

@@ -72,9 +72,10 @@ class EkfacValuator(Valuator):
                                                               "`damping_factor`. As it grows, scores tend to "
                                                               "`grad_ip`'s divided by `λ`.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
-                                                              "gradients when every pair is needed; layers are "
-                                                              "grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GiB) for all the gradients held when "
+                                                              "every pair is needed (the anchors' per-example "
+                                                              "gradients of a group of layers, one layer's "
+                                                              "transients); layers are grouped to fit.")
 
         @field_validator("labels", mode="before")
         @classmethod
@@ -90,13 +91,14 @@ class EkfacValuator(Valuator):
         damping = {name: factors.damping(name, factor=self.config.damping_factor, value=self.config.damping)
                    for name in linears}
 
-        def precondition(grads):
-            return {name: factors.inverse(name, g, damping[name]) for name, g in grads.items()}
+        def precondition(name, gradients):
+            return factors.inverse(name, gradients, damping[name])
 
         loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="ekfac")
         if self.config.aggregate == "mean" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
-            return self.scores(task, products.candidate_dots(model, linears, precondition(mean), candidates, **loop))
+            preconditioned = {name: precondition(name, g) for name, g in mean.items()}
+            return self.scores(task, products.candidate_dots(model, linears, preconditioned, candidates, **loop))
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
                                       prepare=precondition, **loop)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)

@@ -54,9 +54,10 @@ class GradIpValuator(Valuator):
                                                     "aggregate (taken from it); costs every pair, as "
                                                     "`fraction_positive` and `sign_log` do.")
         batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
-        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GB) for the anchors' per-example "
-                                                              "gradients when every pair is needed; layers are "
-                                                              "grouped to fit.")
+        max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GiB) for all the gradients held when "
+                                                              "every pair is needed (the anchors' per-example "
+                                                              "gradients of a group of layers, one layer's "
+                                                              "transients); layers are grouped to fit.")
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
@@ -66,18 +67,19 @@ class GradIpValuator(Valuator):
         if self.config.aggregate == "mean" and self.config.transform == "none" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
             return self.scores(task, products.candidate_dots(model, linears, mean, candidates, **loop))
-        product = _sign_log if self.config.transform == "sign_log" else products.dot
+        sign_log = self.config.transform == "sign_log"
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
-                                      product=product, **loop)
+                                      prepare=(lambda name, g: _clamped(g)) if sign_log else None,
+                                      product=_sign_log if sign_log else products.dot, **loop)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
 
 def _sign_log(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """One weight tensor's contribution to every (anchor, candidate) pair, as the paper's release
-    computes it."""
+    computes it, the anchors' gradients already clamped (:func:`_clamped`)."""
     import torch
 
-    s = torch.einsum("noi,moi->nm", _clamped(anchors), _clamped(candidates)).double()
+    s = torch.einsum("noi,moi->nm", anchors, _clamped(candidates)).double()
     return torch.nan_to_num(torch.sign(s) * torch.log(s.abs()), nan=0.0, posinf=0.0, neginf=0.0)
 
 
