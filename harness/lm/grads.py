@@ -6,8 +6,8 @@ loss ``L`` is ``dL/dW = Σ_t g_t a_tᵀ`` with ``g_t = dL/dy_t``. One backward o
 ``g_t`` (examples do not interact; padding receives zero gradient and is masked anyway).
 :func:`layer_terms` hands each tracked layer's inputs ``a`` and output gradients ``g`` to a
 callback inside the backward, as soon as that layer's ``g`` exists, and lets both go once it
-returns: a batch never holds more than one layer's output gradients, and a layer's inputs only
-until its gradient has been used. :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example
+returns: a batch never holds more than one layer's output gradients, nor more than one block's
+inputs and activations (the blocks are checkpointed and recomputed one at a time). :func:`per_example_grads` forms ``Σ_t g_t a_tᵀ`` per example
 into one preallocated tensor per layer, :func:`sum_gradients` their sum and
 :func:`dot_gradients` their products with given vectors, without forming them.
 
@@ -77,8 +77,12 @@ def layer_terms(
     ``consume(name, a, g)`` once per layer of ``linears`` with its inputs ``a`` ``(batch, length,
     in)`` and output gradients ``g`` ``(batch, length, out)``, zero at padding, in the layer's
     dtype promoted to float32. The calls come during the backward, layer by layer (last layer
-    first); a layer the loss does not reach gets ``g = 0`` after it. Returns the per-example
-    losses ``L(θ, x_i)``.
+    first). Returns the per-example losses ``L(θ, x_i)``.
+
+    The blocks run checkpointed (:func:`~dvbench.harness.lm.hf.checkpointed_blocks`): the forward
+    keeps each block's input only, and the backward recomputes one block at a time, whose
+    layers' inputs are taken then and handed over with their gradients; a backward so holds one
+    block's activations and one block's ``a``, whatever the number of blocks.
 
     With ``draws`` (one uniform per answer token), the loss is that of labels sampled from the
     model's predictive distribution (:func:`~dvbench.harness.lm.loglik.answer_losses`): the
@@ -86,36 +90,49 @@ def layer_terms(
     """
     hf.check_model(model)
     padding = (batch.mask == 0)[..., None]
-    inputs: dict[str, torch.Tensor] = {}
+    calls: dict[str, int] = {}
+    inputs: dict[str, torch.Tensor] = {}  # taken in the backward's recompute (a leaf's: in the forward)
+    grads: dict[str, torch.Tensor] = {}  # a gradient that came before its block's recompute
+    done: set[str] = set()
     leaves: list[torch.Tensor] = []
 
-    def hand_over(name: str, grad: torch.Tensor) -> None:
-        a = inputs.pop(name)
-        dtype = torch.promote_types(a.dtype, torch.float32)
-        # out of place: the forward's activations may still be needed by the backward
-        consume(name, a.masked_fill(padding, 0).to(dtype), grad.masked_fill(padding, 0).to(dtype))
+    def meet(name: str) -> None:
+        if name in inputs and name in grads:
+            a, grad = inputs.pop(name), grads.pop(name)
+            done.add(name)
+            dtype = torch.promote_types(a.dtype, torch.float32)
+            # out of place: the forward's activations may still be needed by the backward
+            consume(name, a.masked_fill(padding, 0).to(dtype), grad.masked_fill(padding, 0).to(dtype))
 
     def hook(name):
         def record(module, args, output):
-            inputs[name] = args[0].detach()
-            if not output.requires_grad:  # the first tracked layers: leaves the backward ends at
-                output.requires_grad_(True)
-                leaves.append(output)
-            output.register_hook(lambda grad: hand_over(name, grad))
+            calls[name] = calls.get(name, 0) + 1
+            first = calls[name] == 1
+            if not output.requires_grad:  # the first tracked layers: leaves the backward ends at, and
+                output.requires_grad_(True)  # whose block it may never recompute
+                if first:
+                    leaves.append(output)
+                    inputs[name] = args[0].detach()
+            if first:  # the forward: the gradient will come to this output
+                output.register_hook(lambda grad: (grads.__setitem__(name, grad), meet(name))[0])
+            elif name not in done:  # the backward's recompute
+                inputs[name] = args[0].detach()
+                meet(name)
             return output
         return record
 
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
     try:
-        with _frozen(model), torch.enable_grad():
+        with _frozen(model), torch.enable_grad(), hf.checkpointed_blocks(model):
             losses = answer_losses(model, batch, draws=draws)
             torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
-    for name in list(inputs):  # the loss does not depend on these layers' outputs
-        shape = inputs[name].shape[:-1] + (linears[name].out_features,)
-        hand_over(name, torch.zeros(shape, dtype=inputs[name].dtype, device=inputs[name].device))
+    missed = [name for name in linears if name not in done]
+    if missed:
+        raise InputError(f"tracked layer {missed[0]!r} does not reach the answer loss (or is not inside a "
+                         f"transformer block); leave it out of `tracked`")
     return losses.detach()
 
 

@@ -11,7 +11,9 @@ answer positions), and shares a prefix's keys and values across continuations. T
 - :func:`head`: the output head (the output embedding), and :func:`check_model`, which refuses
   models whose logits are not that head applied to the last hidden state;
 - :func:`prefix_keys_values` and :func:`gathered_cache`: a batch of prefixes' keys and values,
-  per layer, and a fresh cache holding, row by row, the prefix of each continuation.
+  per layer, and a fresh cache holding, row by row, the prefix of each continuation;
+- :func:`checkpointed_blocks`: every transformer block under activation checkpointing, in any
+  mode (transformers' own checkpointing acts in training mode only).
 
 Written against transformers 5.24's cache API (the ``cache=`` keyword and ``output.cache``,
 ``DynamicCache(ddp_cache_data, config)``, ``cache.layers[i].keys``), which pyproject pins the
@@ -21,8 +23,11 @@ range to. The cached path is tested against the uncached forward (tests/harness/
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
+from contextlib import contextmanager
+from functools import partial
 
 import torch
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from dvbench.harness.errors import InputError
 
@@ -79,3 +84,28 @@ def gathered_cache(model, layers: KeysValues, rows: Seq[int] | torch.Tensor):
         return t[rows[:1]].expand(len(rows), -1, -1, -1) if one else t[rows]
 
     return DynamicCache(ddp_cache_data=[(pick(k), pick(v)) for k, v in layers], config=model.config)
+
+
+def blocks(model) -> torch.nn.ModuleList:
+    """The transformer's block list: the body's first ``ModuleList`` (Llama's ``layers``, GPT-2's ``h``)."""
+    found = next((m for m in model.base_model.children() if isinstance(m, torch.nn.ModuleList)), None)
+    if found is None:
+        raise InputError(f"model {model.config.model_type!r} has no list of transformer blocks dvbench can find")
+    return found
+
+
+@contextmanager
+def checkpointed_blocks(model):
+    """While active, each block's forward under autograd saves only the block's inputs for the
+    backward, which runs the block's forward again (non-reentrant :func:`torch.utils.checkpoint.checkpoint`,
+    recomputing the whole block: module hooks inside it run twice, in the forward and in the
+    backward): a backward holds one block's activations, not every block's."""
+    layers = list(blocks(model))
+    for layer in layers:
+        layer.forward = partial(checkpoint, layer.forward, use_reentrant=False)
+    try:
+        with set_checkpoint_early_stop(False):  # the recompute runs the block to its end: every hook fires
+            yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the class's forward again

@@ -2,7 +2,10 @@
 
 The transformer body runs on the padded batch; the output head and the log-softmax run only on
 the hidden states that predict answer tokens, in float32 (float64 for a float64 model), in
-chunks of rows. No full-vocabulary logits are ever built for the whole sequence.
+chunks of rows. No full-vocabulary logits are ever built for the whole sequence. Under
+autograd each chunk is checkpointed: only its hidden rows are saved for the backward, which
+recomputes the chunk's logits and log-softmax (:data:`GRAD_HEAD_ROWS` rows at a time), so a
+backward never holds more than one chunk's full-vocabulary arrays.
 
 Left and right padding give the same values: position ids count real tokens only, and the
 attention mask hides the padding. Requires a model whose logits are its output embedding
@@ -20,12 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from dvbench.harness.lm import hf
 from dvbench.harness.lm.tokens import Sequence
 
 PAD_ID = 0  # any id works: padding is masked out
 HEAD_ROWS = 1024  # answer positions per output-head chunk: bounds the logits at HEAD_ROWS x vocab
+GRAD_HEAD_ROWS = 256  # the same under autograd, where a chunk's backward holds about four such arrays
 
 
 @dataclass(frozen=True)
@@ -76,27 +81,35 @@ def token_logprobs(
     context staying the batch's. Given the draws, the labels do not depend on the batching.
     """
     targets = batch.ids[batch.rows, batch.cols]
+    hidden = hf.body(model, batch.ids, batch.mask, batch.positions) if hidden is None else hidden
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or hf.head(model).weight.requires_grad)
+    step = GRAD_HEAD_ROWS if grad else HEAD_ROWS
     chunks = []
-    for start, logp in _answer_distributions(model, batch, hidden):
-        if draws is None:
-            chosen = targets[start:start + HEAD_ROWS, None]
+    for start in range(0, len(batch.rows), step):
+        rows = hidden[batch.rows[start:start + step], batch.cols[start:start + step] - 1]
+        chosen = targets[start:start + step] if draws is None else draws[start:start + step]
+        if grad:  # saves `rows` only; the backward recomputes this chunk's logits
+            chunks.append(checkpoint(_chosen_logprobs, model, rows, chosen, draws is not None, use_reentrant=False))
         else:
-            chosen = sample_labels(logp.detach(), draws[start:start + HEAD_ROWS])
-        chunks.append(logp.gather(-1, chosen)[:, 0])
+            chunks.append(_chosen_logprobs(model, rows, chosen, draws is not None))
     return torch.cat(chunks)
 
 
-def _answer_distributions(model, batch: Batch, hidden: torch.Tensor | None = None):
-    """``(start, log-softmax rows)`` for the positions predicting answer tokens ``start`` to
-    ``start + HEAD_ROWS``, in ``rows, cols`` order: the head runs on those hidden states only."""
-    hidden = hf.body(model, batch.ids, batch.mask, batch.positions) if hidden is None else hidden
+def _chosen_logprobs(model, rows: torch.Tensor, chosen: torch.Tensor, sampled: bool) -> torch.Tensor:
+    """``log p`` of one token per hidden row: ``chosen`` holds the tokens, or with ``sampled``
+    the draws of :func:`sample_labels`."""
+    logp = _head_logprobs(model, rows)
+    labels = sample_labels(logp.detach(), chosen) if sampled else chosen[:, None]
+    return logp.gather(-1, labels)[:, 0]
+
+
+def _head_logprobs(model, rows: torch.Tensor) -> torch.Tensor:
+    """The output head's log-softmax over the vocabulary for hidden ``rows``, in the head's
+    dtype promoted to float32."""
     head = hf.head(model)
     dtype = torch.promote_types(head.weight.dtype, torch.float32)
-    weight = head.weight.to(dtype)
     bias = None if head.bias is None else head.bias.to(dtype)
-    for start in range(0, len(batch.rows), HEAD_ROWS):
-        rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
-        yield start, torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias).log_softmax(-1)
+    return torch.nn.functional.linear(rows.to(dtype), head.weight.to(dtype), bias).log_softmax(-1)
 
 
 def next_token_logprobs(
@@ -113,7 +126,8 @@ def next_token_logprobs(
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             batch = collate([Sequence(tuple(p) + (tokens[0],), len(p), 0) for p in chunk], "right", device)
-            out += [logp[:, choices] for _, logp in _answer_distributions(model, batch)]
+            hidden = hf.body(model, batch.ids, batch.mask, batch.positions)[batch.rows, batch.cols - 1]
+            out += [_head_logprobs(model, rows)[:, choices] for rows in hidden.split(HEAD_ROWS)]
             if advance is not None:
                 advance(len(chunk))
     return torch.cat(out).double().cpu().numpy() if out else np.zeros((0, len(tokens)))
