@@ -89,9 +89,10 @@ def eigenbases(
     covs: dict[str, tuple[torch.Tensor, torch.Tensor]], advance: Advance
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``(Q_A, Q_S)`` per layer: eigenvectors computed in float64, returned in the covariances'
-    dtype."""
+    dtype. Empties ``covs`` as it goes: a layer's covariances are let go once its bases exist."""
     bases = {}
-    for name, pair in covs.items():
+    for name in list(covs):
+        pair = covs.pop(name)
         vectors = []
         for cov in pair:
             c = cov.double()
