@@ -1,6 +1,6 @@
 """Peak resident memory of the gradient valuators on real rows: one ``dvbench run`` per valuator.
 
-    python -m pytest benchmarks/test_memory.py
+    python -m pytest benchmarks/test_memory.py -s
 
 8 Alpaca-GPT4 candidates (``--limit 8`` of ../shared/data's sample, drawn by the spec's seed) and
 the first 10 K-Means-100 anchors, the embedded model (float32), ``tracked: mlp``, each
@@ -67,8 +67,10 @@ def test_peak_rss(label, anchors, tmp_path, record_property):
     peak = peak_rss([str(dvbench), "run", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run"),
                      "--limit", str(CANDIDATES)])
     record_property(f"peak_rss_GiB_{label}", round(peak / GIB, 2))
+    print(f"\n{label}: peak RSS {peak / GIB:.2f} GiB")  # with -s
     if entry["use"] == "ekfac":
         factors = sum(f.stat().st_size for f in (tmp_path / "run").rglob("*.safetensors"))
         record_property(f"factors_on_disk_GB_{label}", round(factors / 1e9, 2))
+        print(f"{label}: factors on disk {factors / 1e9:.2f} GB")
     if bound is not None:
         assert peak <= bound, f"{label}: peak RSS {peak / GIB:.2f} GiB over its bound {bound / GIB:.1f} GiB"

@@ -52,7 +52,7 @@ class FullFinetune(Trainer):
     """Fine-tunes every parameter (or those matching ``trainable``) with AdamW."""
 
     name = "full_finetune"
-    version = "1.0.0"
+    version = "1.0.1"
 
     class Config(Config):
         learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")

@@ -50,7 +50,7 @@ class EkfacValuator(Valuator):
     """Influence functions with EK-FAC: anchor gradients preconditioned by the inverse curvature."""
 
     name = "ekfac"
-    version = "1.1.0"
+    version = "1.1.1"
     derived = ("aggregate", "per_anchor", "damping", "damping_factor", "max_gradient_gb")
 
     class Config(Config):

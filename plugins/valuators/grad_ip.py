@@ -39,7 +39,7 @@ class GradIpValuator(Valuator):
     """Infl_IP: the inner product of the candidate's and the anchors' loss gradients."""
 
     name = "grad_ip"
-    version = "1.1.0"
+    version = "1.1.1"
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(

@@ -58,7 +58,7 @@ class OneStepValuator(Valuator):
     """The FT score: how often one gradient step on a candidate raises an anchor's likelihood."""
 
     name = "one_step"
-    version = "1.1.0"
+    version = "1.1.1"
     derived = ("aggregate",)
 
     class Config(Config):

@@ -68,3 +68,22 @@ def test_the_prefix_path_emits_no_deprecation_warning(tiny, sequences, caplog):
 def test_head_is_the_output_embedding(tiny):
     model, _ = tiny
     assert hf.head(model) is model.lm_head
+
+
+def test_checkpointed_blocks_give_the_same_gradients_and_restore_the_blocks(tiny, sequences):
+    model, _ = tiny
+    batch = collate(sequences[:3], "right")
+    embedding = model.get_input_embeddings()
+
+    def gradient():
+        model.zero_grad()
+        hf.body(model, batch.ids, batch.mask, batch.positions).square().sum().backward()
+        return embedding.weight.grad.clone()
+
+    expected = gradient()
+    with hf.checkpointed_blocks(model):
+        assert all("forward" in layer.__dict__ for layer in hf.blocks(model))
+        found = gradient()
+    model.zero_grad()
+    assert not any("forward" in layer.__dict__ for layer in hf.blocks(model))
+    torch.testing.assert_close(found, expected, rtol=1e-12, atol=0)
