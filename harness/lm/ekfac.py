@@ -11,7 +11,8 @@ every token:
    everywhere in dvbench. Accumulated in the layer's dtype promoted to float32.
 2. :func:`eigenbases`: ``A = Q_A diag Q_Aᵀ``, ``S = Q_S diag Q_Sᵀ`` in float64.
 3. :func:`corrected_eigenvalues`: ``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` over per-example
-   (pseudo-)gradients ``G_i = Σ_t g_t a_tᵀ`` with the same labels, accumulated in float64. The
+   (pseudo-)gradients ``G_i = Σ_t g_t a_tᵀ`` with the same labels, accumulated in the layer's
+   dtype promoted to float32 (as the covariances; float64 would double the largest factor). The
    terms are rotated before the gradient is formed, ``Q_Sᵀ G Q_A = Σ_t (Q_Sᵀ g_t)(Q_Aᵀ a_t)ᵀ``:
    ``T (in² + out²)`` multiply-adds a token instead of ``in·out·(in + out)`` per example for
    rotating the formed gradient, chosen per batch by whichever is cheaper.
@@ -108,14 +109,14 @@ def corrected_eigenvalues(
     bases: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
     labels: list[torch.Tensor] | None, batch_size: int, advance: Advance,
 ) -> dict[str, torch.Tensor]:
-    """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, float64."""
+    """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, in the layer's dtype promoted to float32."""
     device = next(model.parameters()).device
     bases = {name: (q_a.to(device), q_s.to(device)) for name, (q_a, q_s) in bases.items()}  # read back: on the CPU
     sums: dict[str, torch.Tensor] = {}
 
     def add(name, a, g):
         q_a, q_s = bases[name]
-        rotated = _rotated_gradients(a, g, q_a, q_s).square_().sum(0).double()
+        rotated = _rotated_gradients(a, g, q_a, q_s).square_().sum(0)
         sums[name] = rotated if name not in sums else sums[name].add_(rotated)
 
     for batch, batch_draws in _batches(sequences, labels, batch_size, device):
