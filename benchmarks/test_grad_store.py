@@ -15,7 +15,8 @@ Rows: Alpaca-GPT4 rows of 90-110 tokens (../shared/data; dvbench's generated dat
   read back memory-mapped, the product and the mean, against rebuilding the store (the build's
   time per candidate × the store's size). Bound: 1/100. The anchors' own forward and backward
   (100 sequences, 1/100 of rebuilding by count) come on top: recorded beside it.
-- peer: TRAK (traker 0.3.2, on the CPU: `FunctionalGradientComputer` over the tracked weights,
+- peer: TRAK (traker 0.3.2, on the CPU: its `FunctionalGradientComputer` differentiating the
+  tracked weights only,
   `BasicProjector` with Gaussian entries, float32, ridge λ = 0.1 × the mean eigenvalue of XᵀX)
   against grad_store `preconditioner: gauss_newton` (`damping_factor: 0.1`) on the same model,
   rows and tracked layer (the last block's MLP down-projection: TRAK's CPU projector draws its
@@ -164,6 +165,7 @@ def _trak(model, encoder, linears, anchors, candidates, folder) -> np.ndarray:
     """TRAK's (N, M) scores of the anchors against the candidates, its model output ``−L``, the
     mean answer log-probability (so its gradient is ``−∇L`` on both sides: the same sign as ours)."""
     from trak import TRAKer
+    from trak.gradient_computers import FunctionalGradientComputer
     from trak.modelout_functions import AbstractModelOutput
     from trak.projectors import BasicProjector, ProjectionType
 
@@ -180,6 +182,14 @@ def _trak(model, encoder, linears, anchors, candidates, folder) -> np.ndarray:
         def get_out_to_loss_grad(self, model, weights, buffers, batch):
             return torch.ones(batch[0].shape[0], 1)
 
+    class TrackedGradients(FunctionalGradientComputer):
+        """traker 0.3.2 differentiates every parameter and drops those outside ``grad_wrt``
+        afterwards (4 GB a batch of 8 here): differentiate the tracked weights only."""
+
+        def load_model_params(self, model):
+            super().load_model_params(model)
+            self.func_weights = {name: p for name, p in self.func_weights.items() if name in names}
+
     def tensors(examples):
         batch = collate([encoder.training(e) for e in examples], "right", "cpu")
         answer = torch.zeros_like(batch.ids)
@@ -189,7 +199,7 @@ def _trak(model, encoder, linears, anchors, candidates, folder) -> np.ndarray:
     names = [f"{name}.weight" for name in linears]
     size = sum(m.weight.numel() for m in linears.values())
     traker = TRAKer(model=model, task=AnswerLogProb(), train_set_size=len(candidates), save_dir=str(folder / "trak"),
-                    device="cpu", proj_dim=1024, use_half_precision=False, grad_wrt=names, logging_level=40,
+                    device="cpu", gradient_computer=TrackedGradients, proj_dim=1024, use_half_precision=False, grad_wrt=names, logging_level=40,
                     projector=BasicProjector(grad_dim=size, proj_dim=1024, seed=0, proj_type=ProjectionType.normal,
                                              device="cpu", dtype=torch.float32))
     traker.load_checkpoint(model.state_dict(), model_id=0)
