@@ -1,8 +1,8 @@
 """The rules that turn an anchors x candidates matrix of per-pair values into one score per
 candidate (docs/definitions.md § Aggregates), shared by every valuator that has such a matrix.
 
-- ``indicator`` (icp, one_step) and ``fraction_positive`` (grad_ip, ekfac, file) are one rule:
-  the fraction of anchors whose per-pair value is strictly positive, ``(1/N) Σ_i 1[v_i > 0]``;
+- ``indicator`` (icp, one_step) and ``fraction_positive`` (grad_ip, ekfac, bm25, repsim, file) are
+  one rule: the fraction of anchors whose per-pair value is strictly positive, ``(1/N) Σ_i 1[v_i > 0]``;
 - ``mean`` and ``mean_difference``: the mean over anchors, in float64;
 - ``max`` (grad_store): the largest value over anchors (LESS's aggregate);
 - :func:`tie_stats`: how many pairs there are and how many are exactly zero (the ties a strict

@@ -25,6 +25,8 @@ DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.grad_store",
     "dvbench.plugins.valuators.ekfac",
     "dvbench.plugins.valuators.one_step",
+    "dvbench.plugins.valuators.bm25",
+    "dvbench.plugins.valuators.repsim",
     "dvbench.plugins.trainers.full_finetune",
     "dvbench.plugins.evaluators.loss",
     "dvbench.plugins.evaluators.win_rate",

@@ -1,8 +1,9 @@
-"""Batched answer log-likelihoods: log-softmax only where an answer token is predicted.
+"""Batched answer log-likelihoods: the output head only where an answer token is predicted.
 
-The transformer body runs on the padded batch; the output head and the log-softmax run only on
-the hidden states that predict answer tokens, in float32 (float64 for a float64 model), in
-chunks of rows. No full-vocabulary logits are ever built for the whole sequence.
+The transformer body runs on the padded batch; the output head runs only on the hidden states
+that predict answer tokens, in float32 (float64 for a float64 model), in chunks of rows, and a
+token's log-probability is its logit less the row's logsumexp (a full log-softmax only where
+labels are sampled from it). No full-vocabulary logits are ever built for the whole sequence.
 
 Left and right padding give the same values: position ids count real tokens only, and the
 attention mask hides the padding. Requires a model whose logits are its output embedding
@@ -77,18 +78,20 @@ def token_logprobs(
     """
     targets = batch.ids[batch.rows, batch.cols]
     chunks = []
-    for start, logp in _answer_distributions(model, batch, hidden):
-        if draws is None:
+    for start, logits in _answer_logits(model, batch, hidden):
+        if draws is None:  # log p = logit − logsumexp: no log-softmax copy of the chunk
             chosen = targets[start:start + HEAD_ROWS, None]
+            chunks.append(logits.gather(-1, chosen)[:, 0] - logits.logsumexp(-1))
         else:
-            chosen = sample_labels(logp.detach(), draws[start:start + HEAD_ROWS])
-        chunks.append(logp.gather(-1, chosen)[:, 0])
+            logp = logits.log_softmax(-1)
+            chunks.append(logp.gather(-1, sample_labels(logp.detach(), draws[start:start + HEAD_ROWS]))[:, 0])
     return torch.cat(chunks)
 
 
-def _answer_distributions(model, batch: Batch, hidden: torch.Tensor | None = None):
-    """``(start, log-softmax rows)`` for the positions predicting answer tokens ``start`` to
-    ``start + HEAD_ROWS``, in ``rows, cols`` order: the head runs on those hidden states only."""
+def _answer_logits(model, batch: Batch, hidden: torch.Tensor | None = None):
+    """``(start, logits)`` for the positions predicting answer tokens ``start`` to ``start +
+    HEAD_ROWS``, in ``rows, cols`` order, in float32 or better: the head runs on those hidden
+    states only."""
     hidden = hf.body(model, batch.ids, batch.mask, batch.positions) if hidden is None else hidden
     head = hf.head(model)
     dtype = torch.promote_types(head.weight.dtype, torch.float32)
@@ -96,7 +99,7 @@ def _answer_distributions(model, batch: Batch, hidden: torch.Tensor | None = Non
     bias = None if head.bias is None else head.bias.to(dtype)
     for start in range(0, len(batch.rows), HEAD_ROWS):
         rows, cols = batch.rows[start:start + HEAD_ROWS], batch.cols[start:start + HEAD_ROWS]
-        yield start, torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias).log_softmax(-1)
+        yield start, torch.nn.functional.linear(hidden[rows, cols - 1].to(dtype), weight, bias)
 
 
 def next_token_logprobs(
@@ -113,7 +116,7 @@ def next_token_logprobs(
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             batch = collate([Sequence(tuple(p) + (tokens[0],), len(p), 0) for p in chunk], "right", device)
-            out += [logp[:, choices] for _, logp in _answer_distributions(model, batch)]
+            out += [logits[:, choices] - logits.logsumexp(-1, keepdim=True) for _, logits in _answer_logits(model, batch)]
             if advance is not None:
                 advance(len(chunk))
     return torch.cat(out).double().cpu().numpy() if out else np.zeros((0, len(tokens)))
