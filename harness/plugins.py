@@ -22,6 +22,7 @@ DEFAULT_PLUGINS = (
     "dvbench.plugins.valuators.file",
     "dvbench.plugins.valuators.icp",
     "dvbench.plugins.valuators.grad_ip",
+    "dvbench.plugins.valuators.grad_store",
     "dvbench.plugins.valuators.ekfac",
     "dvbench.plugins.valuators.one_step",
     "dvbench.plugins.valuators.bm25",

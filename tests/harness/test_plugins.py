@@ -11,7 +11,7 @@ from dvbench.harness.roles import Selector, Valuator
 
 def test_builtins_register_through_the_hooks():
     registry = load_registry(get_plugin_manager())
-    assert set(registry.entries["valuator"]) == {"random", "file", "icp", "grad_ip", "ekfac", "one_step",
+    assert set(registry.entries["valuator"]) == {"random", "file", "icp", "grad_ip", "grad_store", "ekfac", "one_step",
                                                   "bm25", "repsim"}
     assert set(registry.entries["selector"]) == {"top_k", "score_bins", "random"}
     assert all(e.source == "built-in" for role in registry.entries.values() for e in role.values())
