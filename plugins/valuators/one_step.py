@@ -45,7 +45,7 @@ from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.noise import noise_stats, rescoring_spread
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
@@ -85,26 +85,30 @@ class OneStepValuator(Valuator):
         if not task.anchors:
             raise InputError("one_step needs at least one anchor; give data.anchors (or data.generated.anchors)")
         ref = task.model if self.config.precision == "model" else replace(task.model, dtype="float64")
-        model, tokenizer = load_model(ref)
+        model, tokenizer = resident(ref)
         encoder = Encoder(tokenizer, task.template)
-        linears = tracked_linears(model, task.tracked)
-        weights = [m.weight for m in linears.values()]
         anchors = [encoder.zero_shot(x) for x in task.anchors]
         shards = Shards(task.work, task.log)
         zero = shards.get("zero_shot") or shards.put("zero_shot", {"zero_shot": self._scores(model, anchors)})
         floor = shards.get("noise_floor") or shards.put(
             "noise_floor", {"noise_floor": np.float64(rescoring_spread(model, anchors, zero["zero_shot"]))})
-        saved = [w.detach().clone() for w in weights]
+        tracked = task.tracked
         with task.progress.task(f"one_step {len(task.candidates)} x {len(anchors)}",
                                 len(task.candidates) * len(anchors), "pairs") as advance:
-            def stepped(block) -> dict[str, np.ndarray]:
+            def stepped(block) -> dict[str, np.ndarray]:  # a unit: it may run on a worker
+                model = resident(ref)[0]
+                linears = tracked_linears(model, tracked)
+                weights = [m.weight for m in linears.values()]
+                saved = [w.detach().clone() for w in weights]
                 values = np.empty((len(anchors), len(block)))
                 for j, z in enumerate(block):
-                    self._step(model, linears, encoder.training(z))
-                    values[:, j] = self._scores(model, anchors)
-                    with torch.no_grad():
-                        for w, original in zip(weights, saved):
-                            w.copy_(original)
+                    try:
+                        self._step(model, linears, encoder.training(z))
+                        values[:, j] = self._scores(model, anchors)
+                    finally:  # the resident model is left as found
+                        with torch.no_grad():
+                            for w, original in zip(weights, saved):
+                                w.copy_(original)
                     advance(len(anchors))
                 return {"stepped": values}
 
