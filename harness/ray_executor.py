@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -144,8 +145,9 @@ class RayExecutor(Executor):
                              num_gpus=None if execution.num_gpus == 0 else execution.workers * execution.num_gpus,
                              include_dashboard=False, logging_level="ERROR", configure_logging=False)
                 else:
+                    _answers(execution.address)
                     ray.init(address=execution.address, logging_level="ERROR", configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as error:
+            except (OSError, RuntimeError, ValueError) as error:
                 raise InputError(f"execution.address {self.where}: no Ray cluster answers ({_first_line(error)}); "
                                  "start one (ray start --head) or fix the address") from None
             self._started_ray = True
@@ -178,6 +180,15 @@ class RayExecutor(Executor):
         except (ray.exceptions.RaySystemError, ConnectionError) as error:
             raise InputError(f"execution.address {self.where}: lost the Ray cluster ({_first_line(error)}); "
                              "finished units are saved: run the same command again to resume") from None
+
+
+def _answers(address: str, seconds: float = 10) -> None:
+    """Raise :class:`OSError` unless something listens at ``address`` (``host:port`` or
+    ``ray://host:port``; ``auto`` is Ray's own to find): Ray itself retries an address that
+    does not answer for minutes."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if address != "auto" and colon and port.isdigit():
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
 
 
 def _first_line(error: BaseException) -> str:

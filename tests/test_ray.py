@@ -10,6 +10,7 @@ the output folder's lock.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -101,6 +102,15 @@ def test_a_run_on_ray_writes_the_local_runs_bytes(tmp_path, tiny_model_dir, loca
     _same(local, tmp_path / "out")
 
 
+@pytest.mark.ray
+def test_an_unreachable_cluster_is_one_line_naming_its_address(tmp_path, tiny_model_dir, dvbench):
+    pytest.importorskip("ray")
+    spec = _spec(tmp_path, tiny_model_dir, execution={"backend": "ray", "address": "127.0.0.1:9"})
+    ran = dvbench("run", spec, "--out", tmp_path / "out")
+    assert ran.returncode == 2
+    assert "execution.address 127.0.0.1:9: no Ray cluster answers" in ran.stderr
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     """A local Ray of 2 CPUs for the module's fault tests (the executor joins it, leaves it up)."""
@@ -159,13 +169,16 @@ def test_a_unit_that_keeps_killing_its_worker_stops_the_run_in_one_line(ray_sess
         executor.close()
 
 
-@pytest.mark.ray
-def test_an_unreachable_cluster_is_one_line_naming_its_address(tmp_path, tiny_model_dir, dvbench):
-    pytest.importorskip("ray")
-    spec = _spec(tmp_path, tiny_model_dir, execution={"backend": "ray", "address": "127.0.0.1:9"})
-    ran = dvbench("run", spec, "--out", tmp_path / "out")
-    assert ran.returncode == 2
-    assert "execution.address 127.0.0.1:9: no Ray cluster answers" in ran.stderr
+def _listening(port: int, head: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while True:
+        assert head.poll() is None, "ray start --head ended"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.time() < deadline, f"nothing listens on port {port}"
+            time.sleep(0.2)
 
 
 @pytest.mark.ray
@@ -174,14 +187,17 @@ def test_a_killed_driver_on_a_cluster_resumes_locally(tmp_path, tiny_model_dir, 
     after its first shard; the rerun, on the local backend, ends where the local run did."""
     pytest.importorskip("ray")
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    port = "6391"
-    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True)
-    try:
+    port = 6391
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # --block: the cluster lives as long as this process, and ends with it (no `ray stop`)
+        _listening(port, head)
         spec = _spec(tmp_path, tiny_model_dir, execution={"backend": "ray", "address": f"127.0.0.1:{port}"})
         out = tmp_path / "out"
         driver = subprocess.Popen([sys.executable, "-m", "dvbench.harness.cli", "run", str(spec), "--out", str(out)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "RAY_AUTH_MODE": "token"})  # `ray start`'s token auth
         deadline = time.time() + 120
         while not list(out.glob("work/icp-*/one_shot-*.npz")):
             assert driver.poll() is None and time.time() < deadline, driver.stderr.read()
@@ -189,7 +205,8 @@ def test_a_killed_driver_on_a_cluster_resumes_locally(tmp_path, tiny_model_dir, 
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
+        head.terminate()
+        head.wait(timeout=60)
     from dvbench.harness.cli import main
 
     assert main(["run", str(spec), "--out", str(out), "--set", "execution.backend=local",
