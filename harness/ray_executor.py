@@ -141,7 +141,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             try:
                 if execution.address is None:
-                    ray.init(num_cpus=execution.workers * execution.num_cpus,
+                    ray.init(address="local", num_cpus=execution.workers * execution.num_cpus,
                              num_gpus=None if execution.num_gpus == 0 else execution.workers * execution.num_gpus,
                              include_dashboard=False, logging_level="ERROR", configure_logging=False)
                 else:
