@@ -41,7 +41,6 @@ from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
-SHARD = 64  # candidates per saved shard
 
 
 class IcpValuator(Valuator):
@@ -67,6 +66,9 @@ class IcpValuator(Valuator):
         prefix_cache: bool = Field(True, description="Share each demonstration's keys and values across anchors. "
                                                      "Off: one full sequence per pair (slower, same values; a "
                                                      "check).")
+        shard_size: int = Field(64, ge=1, description="Candidates per saved shard: what a resumed run keeps and "
+                                                      "one unit of work (a Ray worker takes one at a time, so "
+                                                      "M / shard_size units keep that many workers busy).")
 
     def score(self, task: ValuationTask) -> Scores:
         model, tokenizer = resident(task.model)
@@ -92,7 +94,7 @@ class IcpValuator(Valuator):
                                        advance=advance)
                 return {"one_shot_sum": sums, "truncated": _cuts(encoder)}
 
-            blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=SHARD,
+            blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=self.config.shard_size,
                                   skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
         one_shot_sum = np.concatenate([b["one_shot_sum"] for b in blocks], axis=1)
         cut = zero["truncated"] + sum(b["truncated"] for b in blocks)

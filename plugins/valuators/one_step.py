@@ -51,7 +51,6 @@ from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
-SHARD = 64  # candidates per saved shard
 
 
 class OneStepValuator(Valuator):
@@ -76,6 +75,9 @@ class OneStepValuator(Valuator):
                                    "and score it there (a step of η = 2e-5 moves `s_zs` by about float32's "
                                    "rounding). `model`: in `model.dtype` (cheaper; in float32 most of the step's "
                                    "effect is rounding).")
+        shard_size: int = Field(64, ge=1, description="Candidates per saved shard: what a resumed run keeps and "
+                                                      "one unit of work (a Ray worker takes one at a time, so "
+                                                      "M / shard_size units keep that many workers busy).")
 
     def score(self, task: ValuationTask) -> Scores:
         import torch  # imported when scoring, not at registration
@@ -112,7 +114,7 @@ class OneStepValuator(Valuator):
                     advance(len(anchors))
                 return {"stepped": values}
 
-            blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=SHARD,
+            blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=self.config.shard_size,
                                   skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
         stepped = np.concatenate([b["stepped"] for b in blocks], axis=1)
         difference = stepped - zero["zero_shot"][:, None]
