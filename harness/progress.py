@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 Advance = Callable[..., None]  # advance(n=1, note=""): n more done; note, if given, shown beside the rate
 
 RELAYED: list[tuple[int, int, str]] = []  # in a worker: (task, n, note) of every advance since the unit began
-_TASKS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # here: every open task's advance, by token
+_TASKS: dict[int, "_Advance"] = {}  # here: every open task's advance, by token
 _TOKENS = itertools.count()
 
 
@@ -183,9 +182,11 @@ class _Tracked(Progress):
                 open_meter.now = now
             self.advanced(meter)
 
+        relay = _Advance(advance)
         try:
-            yield _Advance(advance)
+            yield relay
         finally:
+            _TASKS.pop(relay.token, None)  # a closed task takes no late calls
             meter.now = self._now()
             self._open.remove(meter)
             if not self._open:

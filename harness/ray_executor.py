@@ -23,7 +23,6 @@ the first unit is handed out.
 from __future__ import annotations
 
 import importlib.util
-import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -52,9 +51,6 @@ class Worker:
         torch.set_num_threads(threads)
         self._key, self._fn = None, None
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def run(self, fn: list, unit: Any) -> tuple[Any, list]:
         """``fn[0]``'s function (an object reference, fetched once) applied to ``unit``, and the
         progress its advances recorded."""
@@ -79,7 +75,7 @@ class RayExecutor(Executor):
         self.execution, self.log = execution, log
         self._actors: list = []
         self._started_ray = False
-        self.units = 0  # run on the workers so far
+        self._units = 0  # run on the workers so far
 
     @property
     def where(self) -> str:
@@ -107,24 +103,18 @@ class RayExecutor(Executor):
                 replay(calls)
                 done[index] = result
                 idle.append(actor)
-                self.units += 1
+                self._units += 1
                 while given in done:  # in the units' order: the caller writes each as it comes
                     yield done.pop(given)
                     given += 1
-
-    def pids(self) -> list[int]:
-        """The workers' process ids (a test kills one)."""
-        import ray
-
-        return ray.get([actor.pid.remote() for actor in self._actors])
 
     def close(self) -> None:
         if not self._actors and not self._started_ray:
             return
         import ray
 
-        if self.units:
-            self.log(f"ray: {self.units} unit(s) ran on {len(self._actors)} worker(s) of {self.where}")
+        if self._units:
+            self.log(f"ray: {self._units} unit(s) ran on {len(self._actors)} worker(s) of {self.where}")
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []
@@ -155,6 +145,8 @@ class RayExecutor(Executor):
                    "max_restarts": execution.max_retries, "max_task_retries": execution.max_retries}
         actor = ray.remote(Worker).options(**options)
         self._actors = [actor.remote(execution.num_cpus) for _ in range(execution.workers)]
+        self.log(f"ray: {execution.workers} worker(s) of {execution.num_cpus} CPU(s)"
+                 f"{f' and {execution.num_gpus:g} GPU(s)' if execution.num_gpus else ''} each on {self.where}")
 
     def _result(self, ref) -> tuple[Any, list]:
         import ray
