@@ -74,7 +74,7 @@ class RayExecutor(Executor):
         require_ray()
         self.execution, self.log = execution, log
         self._actors: list = []
-        self._started_ray = False
+        self._connected = False
         self._units = 0  # run on the workers so far
 
     @property
@@ -109,7 +109,7 @@ class RayExecutor(Executor):
                     given += 1
 
     def close(self) -> None:
-        if not self._actors and not self._started_ray:
+        if not self._actors and not self._connected:
             return
         import ray
 
@@ -118,9 +118,9 @@ class RayExecutor(Executor):
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []
-        if self._started_ray:
+        if self._connected:
             ray.shutdown()
-            self._started_ray = False
+            self._connected = False
 
     def _start(self) -> None:
         if self._actors:
@@ -140,7 +140,7 @@ class RayExecutor(Executor):
             except (OSError, RuntimeError, ValueError) as error:
                 raise InputError(f"execution.address {self.where}: no Ray cluster answers ({_first_line(error)}); "
                                  "start one (ray start --head) or fix the address") from None
-            self._started_ray = True
+            self._connected = True
         options = {"num_cpus": execution.num_cpus, "num_gpus": execution.num_gpus,
                    "max_restarts": execution.max_retries, "max_task_retries": execution.max_retries}
         actor = ray.remote(Worker).options(**options)
