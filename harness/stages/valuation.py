@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dvbench.harness.artifacts import canonical, fingerprint, json_text, write_text_atomic
+from dvbench.harness.lm.models import release
 from dvbench.harness.memory import PeakMemory
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.spec import Use
@@ -46,7 +47,10 @@ def value(ctx: RunContext, data: Data,
             advance(0, use.label)
             start = time.perf_counter()
             with PeakMemory() as peaks[use.label]:
-                scores[use.label] = _scores(ctx, use, data, model, producer)
+                try:
+                    scores[use.label] = _scores(ctx, use, data, model, producer)
+                finally:
+                    release()  # the model the valuator's units shared (lm.models.resident)
             seconds[use.label] = round(time.perf_counter() - start, 3)
             advance(1)
     return scores, seconds, peaks
