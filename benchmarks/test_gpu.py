@@ -37,12 +37,11 @@ import torch
 from scipy.stats import spearmanr
 
 from dvbench.harness.data.files import load_examples
-from dvbench.harness.lm import models, products
+from dvbench.harness.lm import models
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.template import Template
-from dvbench.plugins.valuators import icp as icp_module
 from dvbench.plugins.valuators.ekfac import EkfacValuator
 from dvbench.plugins.valuators.grad_ip import GradIpValuator
 from dvbench.plugins.valuators.icp import IcpValuator
@@ -121,10 +120,9 @@ def _bf16_peak(record_property) -> float:
 
 
 @pytest.mark.parametrize("which", ["embedded", "pythia"])
-def test_icp(which, models_dir, monkeypatch, record_property):
+def test_icp(which, models_dir, record_property):
     ref = models_dir[which]
-    model, tokenizer = models.load_model(ref)
-    monkeypatch.setattr(icp_module, "load_model", lambda r: (model, tokenizer) if r == ref else models.load_model(r))
+    model, tokenizer = models.resident(ref)  # the one the valuator reads
     encoder = Encoder(tokenizer, Template())
     pool = _rows(encoder, 90, 110, ICP_M + ICP_N)
     task = ValuationTask(tuple(pool[:ICP_M]), tuple(pool[ICP_M:]), ref)
@@ -144,10 +142,9 @@ def test_icp(which, models_dir, monkeypatch, record_property):
 
 
 @pytest.mark.parametrize("method", ["grad_ip", "ekfac"])
-def test_against_kronfluence(method, monkeypatch, record_property, tmp_path):
+def test_against_kronfluence(method, record_property, tmp_path):
     ref = ModelRef("embedded", device="cuda")
-    model, tokenizer = models.load_model(ref)
-    monkeypatch.setattr(products, "load_model", lambda r: (model, tokenizer) if r == ref else models.load_model(r))
+    model, tokenizer = models.resident(ref)  # the one the valuators read
     encoder = Encoder(tokenizer, Template())
     pool = _rows(encoder, 1, 96, GRAD_M + GRAD_N)
     task = ValuationTask(tuple(pool[GRAD_N:]), tuple(pool[:GRAD_N]), ref, tracked="mlp")
@@ -183,6 +180,7 @@ def test_peak_gpu_memory(name, valuator, models_dir, record_property):
     _, tokenizer = models.load_model(ModelRef("embedded"))
     pool = _rows(Encoder(tokenizer, Template()), 90, 110, MEMORY_M + MEMORY_N)
     task = ValuationTask(tuple(pool[:MEMORY_M]), tuple(pool[MEMORY_M:]), ref)
+    models.release()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     valuator.score(task)

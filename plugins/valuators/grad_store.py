@@ -69,14 +69,18 @@ class GradStoreValuator(Valuator):
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products, projection, store  # torch: imported when scoring
+        from dvbench.harness.lm.grads import tracked_linears
+        from dvbench.harness.lm.models import resident
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "grad_store")
         matrices = projection.projections(linears, self.config.dims, self.config.seed, self.config.projection)
         spans = store.offsets(projection.layer_dims(linears, self.config.dims))
         loop = dict(batch_size=self.config.batch_size)
         with task.progress.task("grad_store candidates", len(candidates), "candidates") as advance:
-            def build(block):
-                return {"rows": projection.project(model, block, linears, matrices, **loop, advance=advance).numpy()}
+            def build(block):  # a unit of work: the model from this process's resident copy, not a capture
+                here = resident(task.model)[0]
+                layers = tracked_linears(here, task.tracked)
+                return {"rows": projection.project(here, block, layers, matrices, **loop, advance=advance).numpy()}
 
             shards = shard_blocks(store.GradientStore(task.work, task.log), f"store-{self._digest(task, linears)}",
                                   candidates, build, size=SHARD, skipped=advance, executor=task.executor)

@@ -24,7 +24,7 @@ from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
@@ -53,16 +53,16 @@ class RepsimValuator(Valuator):
 
         if not task.anchors:
             raise InputError("repsim needs at least one anchor; give data.anchors (or data.generated.anchors)")
-        model, tokenizer = load_model(task.model)
+        tokenizer = resident(task.model)[1]
         encoder = Encoder(tokenizer, task.template)
         shards = Shards(task.work, task.log)
         options = dict(layer=self.config.layer, batch_size=self.config.batch_size, answer_only=True,
                        key="repsim's layer")
 
         with task.progress.task("repsim", len(task.anchors) + len(task.candidates), "sequences") as advance:
-            def states(examples) -> dict[str, np.ndarray]:
+            def states(examples) -> dict[str, np.ndarray]:  # a unit of work: the resident model, not a capture
                 sequences = [encoder.training(e) for e in examples]
-                return {"states": mean_hidden(model, sequences, advance=advance, **options)}
+                return {"states": mean_hidden(resident(task.model)[0], sequences, advance=advance, **options)}
 
             anchors = shards.get("anchors")
             if anchors is None:
