@@ -27,12 +27,12 @@ SKIPPED = {"run.json", ".lock"}
 
 
 def _spec(folder: Path, model: Path, candidates: int = 96, **extra) -> Path:
-    """icp and one_step in two shards each, a selection, fine-tunes and their evaluation, on the
+    """icp, one_step and grad_store in two shards each, repsim, a selection, fine-tunes and their evaluation, on the
     tiny model with one torch thread (what each Ray worker has)."""
     spec = {"name": "ray", "model": {"name": str(model), "threads": 1}, "template": {"name": "plain"},
             "data": {"generated": {"candidates": candidates, "anchors": 4, "eval": 4}},
             "valuators": {"icp": {"use": "icp", "batch_size": 16}, "step": {"use": "one_step"},
-                          "random": {"use": "random"}},
+                          "store": {"use": "grad_store"}, "repsim": {"use": "repsim"}, "random": {"use": "random"}},
             "selection": {"top": {"use": "top_k", "k": 0.25}},
             "training": {"tune": {"use": "full_finetune", "epochs": 1}},
             "evaluation": {"loss": {"use": "loss"}}, **extra}
