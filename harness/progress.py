@@ -5,12 +5,19 @@ done; ``advance(k, note)`` also says what is being done (shown beside the rate; 
 note)`` only says it). Tasks nest: a stage, and inside it a valuator's pairs or a model's steps.
 ``progress.note(line)`` prints a one-line notice among the progress lines.
 
+A unit of work may run on another process (a Ray worker, :mod:`dvbench.harness.ray_executor`)
+with the ``advance`` of its task inside it: pickled, an ``advance`` becomes a :class:`Relayed`
+there, which records its calls in :data:`RELAYED`; the executor hands them back with the unit's
+result and :func:`replay` applies them to the display here. A pickled display is a quiet
+:class:`Progress` (a worker's own nested tasks show nothing).
+
 :func:`reporter` picks the display: :class:`RichProgress` (live rows) on a terminal,
 :class:`LineProgress` (one plain line per event: no bars, nothing redrawn) in a log file.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +25,42 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 Advance = Callable[..., None]  # advance(n=1, note=""): n more done; note, if given, shown beside the rate
+
+RELAYED: list[tuple[int, int, str]] = []  # in a worker: (task, n, note) of every advance since the unit began
+_TASKS: dict[int, "_Advance"] = {}  # here: every open task's advance, by token
+_TOKENS = itertools.count()
+
+
+class Relayed:
+    """The ``advance`` of a task open in another process: each call is recorded in :data:`RELAYED`."""
+
+    def __init__(self, token: int):
+        self.token = token
+
+    def __call__(self, n: int = 1, note: str = "") -> None:
+        RELAYED.append((self.token, n, note))
+
+
+class _Advance:
+    """A task's ``advance``; pickled, it travels as a :class:`Relayed` of its token."""
+
+    def __init__(self, advance: Advance):
+        self._advance, self.token = advance, next(_TOKENS)
+        _TASKS[self.token] = self
+
+    def __call__(self, n: int = 1, note: str = "") -> None:
+        self._advance(n, note)
+
+    def __reduce__(self):
+        return Relayed, (self.token,)
+
+
+def replay(calls: list[tuple[int, int, str]]) -> None:
+    """Apply the advances a worker recorded to the tasks open here (a closed one's are dropped)."""
+    for token, n, note in calls:
+        advance = _TASKS.get(token)
+        if advance is not None:
+            advance(n, note)
 
 
 class Progress:
@@ -139,9 +182,11 @@ class _Tracked(Progress):
                 open_meter.now = now
             self.advanced(meter)
 
+        relay = _Advance(advance)
         try:
-            yield advance
+            yield relay
         finally:
+            _TASKS.pop(relay.token, None)  # a closed task takes no late calls
             meter.now = self._now()
             self._open.remove(meter)
             if not self._open:
@@ -149,6 +194,9 @@ class _Tracked(Progress):
                 if meter.done:
                     self._pace[description] = (meter.now - meter.started) / meter.done
             self.closed(meter, outermost=not self._open)
+
+    def __reduce__(self):
+        return Progress, ()
 
     def opened(self, meter: Meter) -> None: ...
 

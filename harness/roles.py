@@ -47,6 +47,10 @@ class Valuator(Plugin):
     #: Config keys that only change how saved work is aggregated (``aggregate``): spec entries
     #: that differ only in these share one ``task.work`` folder, so the work is done once.
     derived: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``task.work`` depends on the anchors. A valuator whose work is a function of the
+    #: candidates alone (``grad_store``'s gradient store) sets ``False``: its folder is keyed
+    #: without the anchors, so a later run on other anchors reuses it.
+    anchored_work: ClassVar[bool] = True
 
     @abc.abstractmethod
     def score(self, task: ValuationTask) -> Scores:

@@ -54,7 +54,7 @@ class Runner:
     def __init__(self, spec: Spec, out: Path | None = None, progress: Progress | None = None, log=print,
                  executor: Executor | None = None):
         out = Path(out or spec.settings.output_dir or Path("runs") / spec.name)
-        self.ctx = RunContext(spec, ArtifactStore(out), progress or Progress(), log, executor or LocalExecutor())
+        self.ctx = RunContext(spec, ArtifactStore(out), progress or Progress(), log, executor or _executor(spec, log))
 
     @property
     def out(self) -> Path:
@@ -78,7 +78,10 @@ class Runner:
             removed = self.ctx.store.clean()
             if removed:
                 self.ctx.log(f"{self.out}: removed {removed} temporary file(s) left by an interrupted run")
-            yield
+            try:
+                yield
+            finally:
+                self.ctx.executor.close()
 
     def _run(self) -> RunResult:
         started = time.time()
@@ -179,6 +182,16 @@ class Runner:
             "finished": _timestamp(time.time()),
         }
         write_text_atomic(self.out / "run.json", json_text(record, indent=2))
+
+
+def _executor(spec: Spec, log) -> Executor:
+    """The spec's ``execution.backend``: this process, or Ray workers (ray imported when used)."""
+    execution = spec.settings.execution
+    if execution.backend == "local":
+        return LocalExecutor()
+    from dvbench.harness.ray_executor import RayExecutor
+
+    return RayExecutor(execution, log)
 
 
 def _timestamp(seconds: float) -> str:

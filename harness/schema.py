@@ -241,6 +241,27 @@ class GroundTruthSection(Config):
         return _within(value, one_allowed=False)
 
 
+class ExecutionSection(Config):
+    backend: Literal["local", "ray"] = Field("local", description="Where independent units of work run (valuation "
+                                             "shards, fine-tunes, evaluations): 'local', in this process, one after "
+                                             "another; 'ray', on a pool of Ray workers (pip install 'dvbench[ray]').")
+    address: str | None = Field(None, min_length=1, description="The Ray cluster to join: unset starts a local Ray "
+                                "on this machine; 'auto' the one `ray start` started here; 'ray://host:port' a remote "
+                                "one. Only with backend 'ray'.")
+    workers: int = Field(2, ge=1, description="Ray workers (actors), each loading the model once and keeping it.")
+    num_cpus: int = Field(1, ge=1, description="CPUs per worker, and its torch threads (model.threads, when set, "
+                                               "wins).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per worker (a fraction shares one); 0: none.")
+    max_retries: int = Field(3, ge=0, description="Times a unit whose worker died is retried on a restarted worker "
+                                                  "before the run stops.")
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> ExecutionSection:
+        if self.backend == "local" and self.address is not None:
+            raise ValueError("'address' names a Ray cluster; set backend: ray, or remove it")
+        return self
+
+
 class SpecModel(Config):
     name: str = Field(description="The comparison's name; the default output folder is runs/<name>.")
     description: str = Field("", description="Free text, for people.")
@@ -259,6 +280,8 @@ class SpecModel(Config):
     ground_truth: GroundTruthSection | None = Field(None, description="Counterfactual retraining: a bank of "
                                                     "fine-tunes on random subsets (LDS) and removal retrains.")
     leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="Leaderboard options.")
+    execution: ExecutionSection = Field(ExecutionSection(), description="Where units of work run: in this process "
+                                        "or on Ray workers; never changes a result.")
     output_dir: SpecPath | None = Field(None, description="Where artifacts go (default runs/<name>); --out overrides.")
 
     @field_validator("valuators")

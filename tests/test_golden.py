@@ -23,7 +23,7 @@ def test_builtin_valuators_match_the_golden_file(dvbench, tmp_path, tiny_model_d
         assert written.returncode == 0, written.stderr
     done = dvbench("check", spec, "--golden", GOLDEN / "builtins.json")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 valuator(s) within tolerance" in done.stdout
+    assert "10 valuator(s) within tolerance" in done.stdout
 
 
 def test_drift_exits_1_with_a_table(dvbench, tmp_path, tiny_model_dir):
@@ -51,7 +51,7 @@ def test_update_writes_keeps_tolerances_and_a_missing_file_says_how(dvbench, tmp
     assert dvbench("check", spec, "--golden", tmp_path / "new.json", "--update", *run).returncode == 0
     golden = json.loads((tmp_path / "new.json").read_text())
     assert set(golden["valuators"]) == {"icp", "icp-mean", "grad_ip", "grad_ip-pairs", "ekfac", "one_step",
-                                        "random", "file"}
+                                        "bm25", "repsim", "random", "file"}
     golden["valuators"]["icp"]["tolerance"] = {"rtol": 0.0, "atol": 0.25}
     (tmp_path / "new.json").write_text(json.dumps(golden))
     assert dvbench("check", spec, "--golden", tmp_path / "new.json", "--update", *run).returncode == 0

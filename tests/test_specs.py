@@ -22,6 +22,15 @@ def test_shipped_spec_validates(path):
         assert {u.plugin.name for u in spec.valuators.values()} == {"icp", "grad_ip", "ekfac", "one_step", "random"}
         assert [u.plugin.name for u in spec.selection.values()] == ["score_bins"]
         assert {u.plugin.name for u in spec.evaluation.values()} == {"loss", "win_rate"}
+    if path.stem == "baselines":  # the paper's valuators beside the baselines, on the ground truth only
+        paper = load_spec(path.with_name("paper.yaml"))
+        assert {"bm25", "repsim"} <= {u.plugin.name for u in spec.valuators.values()}
+        ours, theirs = spec.resolved(), paper.resolved()
+        assert {label: ours["valuators"][label] for label in theirs["valuators"]} == theirs["valuators"]
+        for key in ("seed", "model", "template", "tracked", "data", "ground_truth"):
+            assert ours[key] == theirs[key], key
+        assert ours["training"]["finetune"] == {**theirs["training"]["finetune"], "selections": []}
+        assert not spec.selection and not spec.evaluation
 
 
 def _tiny_paper(folder: Path, model: Path) -> Path:
@@ -73,6 +82,23 @@ def test_paper_spec_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     for kept in ("model_outputs", "reference_outputs", "annotations"):  # beside every model's metrics
         assert {name.removesuffix(f".{kept}.json") for name in win_rate if name.endswith(f".{kept}.json")} == measured
     assert measured
+
+
+@pytest.mark.slow
+def test_baselines_ranks_every_valuator_on_every_ground_truth_table(tmp_path, tiny_model_dir):
+    """specs/baselines.yaml on the tiny model, tracking and training its last MLP, its bank cut to 3
+    subsets and one random removal: about a minute."""
+    data = yaml.safe_load((SPECS[[p.name for p in SPECS].index("baselines.yaml")]).read_text())
+    data["model"] = {"name": str(tiny_model_dir)}
+    data["training"]["finetune"]["trainable"] = data["tracked"] = r"layers\.1\.mlp"
+    data["ground_truth"].update(subsets=3, random_removals=1)
+    (tmp_path / "baselines.yaml").write_text(yaml.safe_dump(data))
+    result = Runner(load_spec(tmp_path / "baselines.yaml"), tmp_path / "out", log=lambda line: None).run()
+    labels = set(data["valuators"])
+    for table in ("lds", "removal", "defect_auc"):
+        assert set(result.tables[table]["valuator"]) == labels, table
+    assert set(result.tables["fact_attribution"]["valuator"]) == labels - {"random"}  # no per-anchor matrix
+    assert not {"evaluation_loss", "evaluation_win_rate", "selection_overlap"} & set(result.tables)
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -64,6 +64,13 @@ def problems(spec, log) -> list[str]:
     from dvbench.harness.stages.model import needed
 
     found = []
+    if spec.settings.execution.backend == "ray":  # the package only: no Ray starts
+        from dvbench.harness.ray_executor import require_ray
+
+        try:
+            require_ray()
+        except InputError as error:
+            found.append(str(error))
     try:
         load_data(spec, log, download=False)
     except InputError as error:

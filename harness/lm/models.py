@@ -207,6 +207,26 @@ def load_model(ref: ModelRef):
     return model.to(ref.device).eval(), tokenizer
 
 
+_RESIDENT: dict[ModelRef, tuple] = {}
+
+
+def resident(ref: ModelRef):
+    """:func:`load_model` of ``ref``, kept in this process for the units of work that read it: a
+    valuator and its shards share one copy, in the driver and in each worker of a distributed
+    executor (where it stays loaded from one unit to the next, so no unit ships a model). One
+    model is kept: asking for another drops it, and :func:`release` drops it. A unit must leave
+    the model as it found it (``one_step`` restores the weights it steps)."""
+    if ref not in _RESIDENT:
+        _RESIDENT.clear()
+        _RESIDENT[ref] = load_model(ref)
+    return _RESIDENT[ref]
+
+
+def release() -> None:
+    """Drop the model :func:`resident` keeps."""
+    _RESIDENT.clear()
+
+
 def save_partial(folder: Path, base: ModelRef, tensors: dict) -> None:
     """A fine-tuned model saved as the tensors that changed and the model they apply to: the
     folder loads like any other, as ``base`` with ``tensors`` in place of its own (on whichever

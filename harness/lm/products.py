@@ -28,7 +28,7 @@ from torch import nn
 from dvbench.harness.errors import InputError
 from dvbench.harness.lm.grads import dot_gradients, layer_terms, per_example_grads, sum_gradients, tracked_linears
 from dvbench.harness.lm.loglik import collate
-from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.tokens import Encoder, Sequence
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ValuationTask
@@ -39,10 +39,12 @@ TRANSIENT = 4  # temporary copies of one layer's gradients (anchors' or a batch'
 
 def gradient_inputs(task: ValuationTask, valuator: str):
     """What a gradient-product valuator scores with: ``(model, tracked linears, anchor sequences,
-    candidate sequences)``, both in training form; refuses a task without anchors."""
+    candidate sequences)``, both in training form; refuses a task without anchors. The model is
+    :func:`~dvbench.harness.lm.models.resident`: a unit of work reads it from there, not from a
+    capture."""
     if not task.anchors:
         raise InputError(f"{valuator} needs at least one anchor; give data.anchors (or data.generated.anchors)")
-    model, tokenizer = load_model(task.model)
+    model, tokenizer = resident(task.model)
     encoder = Encoder(tokenizer, task.template)
     return (model, tracked_linears(model, task.tracked), [encoder.training(x) for x in task.anchors],
             [encoder.training(z) for z in task.candidates])

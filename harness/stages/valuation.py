@@ -5,6 +5,8 @@
     scores/<label>.details.npz         the arrays the scores were aggregated from (when given)
     scores/<label>.stats.json          counts the valuator reports: ties, truncations (when given)
     work/<valuator>-<key>/             a valuator's finished shards; key.json says what produced them
+                                       (keyed without the anchors where the valuator says its
+                                       work does not depend on them: grad_store's store)
 
 A producer is the plugin, its version and config, the data's fingerprints, the template, the
 tracked layers, the seed and (for valuators that load it) the model's identity. Scores saved
@@ -19,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dvbench.harness.artifacts import canonical, fingerprint, json_text, write_text_atomic
+from dvbench.harness.lm.models import release
 from dvbench.harness.memory import PeakMemory
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.spec import Use
@@ -44,7 +47,10 @@ def value(ctx: RunContext, data: Data,
             advance(0, use.label)
             start = time.perf_counter()
             with PeakMemory() as peaks[use.label]:
-                scores[use.label] = _scores(ctx, use, data, model, producer)
+                try:
+                    scores[use.label] = _scores(ctx, use, data, model, producer)
+                finally:
+                    release()  # the model the valuator's units shared (lm.models.resident)
             seconds[use.label] = round(time.perf_counter() - start, 3)
             advance(1)
     return scores, seconds, peaks
@@ -77,8 +83,11 @@ def _scores(ctx: RunContext, use: Use, data: Data, model: Model, producer: dict)
 
 def _work(ctx: RunContext, valuator, producer: dict) -> tuple[Path, dict]:
     """The valuator's work folder and what names it: its producer, less the config keys that
-    only change the aggregation, so entries differing only in those share it."""
+    only change the aggregation, so entries differing only in those share it (and less the
+    anchors for a valuator whose work does not depend on them)."""
     config = {k: v for k, v in producer["config"].items() if k not in valuator.derived}
     key = {**producer, "config": config}
+    if not valuator.anchored_work:
+        del key["anchors"]
     digest = hashlib.sha256(canonical(key).encode()).hexdigest()[:16]
     return ctx.store.path(f"work/{valuator.name}-{digest}"), key

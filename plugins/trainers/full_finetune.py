@@ -8,7 +8,10 @@ accumulated over micro-batches of ``batch_size``. The gradient's norm is clipped
 ``ceil(warmup_ratio × steps)`` steps and then stays constant or decays linearly or by a cosine to
 0: the formulas of transformers' ``get_scheduler``, which the tests compare against. Examples are
 shuffled each epoch by a generator seeded with ``(seed, epoch)``. Dropout stays off (the model
-is in eval mode), so a run is deterministic.
+is in eval mode), so a run is deterministic. A bfloat16 or float16 model trains with float32
+master weights: AdamW steps float32 copies of the trainable parameters (their gradients summed
+in float32 over the micro-batches), which are rounded into the model after each step, so updates
+smaller than the half-precision weights' resolution accumulate instead of being lost.
 
 Checkpoints: every ``checkpoint_every`` steps, the trainable parameters and the optimizer's state
 are written to ``task.work`` as ``checkpoint-<step>.safetensors``, and then ``checkpoint.json``
@@ -83,23 +86,25 @@ class FullFinetune(Trainer):
         encoder = Encoder(tokenizer, task.template)
         sequences = [encoder.training(z) for z in task.examples]
         params = self.trainable(model)
-        optimizer = torch.optim.AdamW(params.values(), lr=self.config.learning_rate,
+        masters = _masters(params)
+        optimizer = torch.optim.AdamW(masters.values(), lr=self.config.learning_rate,
                                       weight_decay=self.config.weight_decay)
         plan = self.plan(len(sequences), task.seed)
         files = WorkFiles(task.work, task.log)
-        done, log = _resume(files, params, optimizer)
+        done, log = _resume(files, masters, optimizer)
+        _round_into(params, masters)
         started, tokens = time.perf_counter(), 0
         with task.progress.task("fine-tune", len(plan), "steps") as advance:
             advance(done)
             for step in range(done, len(plan)):
                 for group in optimizer.param_groups:
                     group["lr"] = self.config.learning_rate * self.rate(step, len(plan))
-                loss = self.step(model, [sequences[i] for i in plan[step]], optimizer, params)
+                loss = self.step(model, [sequences[i] for i in plan[step]], optimizer, params, masters)
                 tokens += sum(len(sequences[i].ids) for i in plan[step])
                 log.append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "loss": loss})
                 advance(1, f"loss {loss:.3f}, {tokens / (time.perf_counter() - started):.0f} tokens/s")
                 if (step + 1) % self.config.checkpoint_every == 0 and step + 1 < len(plan):
-                    _checkpoint(files, step + 1, params, optimizer, log)
+                    _checkpoint(files, step + 1, masters, optimizer, log)
         _save(model, tokenizer, task.out, log, None if self.config.trainable is None else (task.model, params))
         _clear(files)
         return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads,
@@ -143,12 +148,14 @@ class FullFinetune(Trainer):
         progress = (step - warmup) / max(1, total - warmup)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
-    def step(self, model, sequences, optimizer, params) -> float:
-        """One optimizer step on ``sequences``: their mean ``L``, in micro-batches. Returns the loss."""
+    def step(self, model, sequences, optimizer, params, masters=None) -> float:
+        """One optimizer step on ``sequences``: their mean ``L``, in micro-batches, stepping
+        ``masters`` (:func:`_masters`; default: ``params`` themselves). Returns the loss."""
         import torch
 
         from dvbench.harness.lm.loglik import answer_losses, collate
 
+        masters = params if masters is None else masters
         device = next(model.parameters()).device
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -157,14 +164,40 @@ class FullFinetune(Trainer):
             losses = answer_losses(model, batch)
             (losses.sum() / len(sequences)).backward()
             total += float(losses.detach().sum())
+            if masters is not params:  # each micro-batch's gradient summed in float32
+                for name, p in params.items():
+                    grad, p.grad = p.grad.to(masters[name].dtype), None
+                    masters[name].grad = grad if masters[name].grad is None else masters[name].grad.add_(grad)
         if self.config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), self.config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(list(masters.values()), self.config.max_grad_norm)
         optimizer.step()
+        _round_into(params, masters)
         return total / len(sequences)
 
 
+def _masters(params: dict) -> dict:
+    """What AdamW steps: float32 copies of half-precision (bfloat16, float16) parameters;
+    ``params`` themselves when they are float32 or float64."""
+    import torch
+
+    if all(p.dtype not in (torch.bfloat16, torch.float16) for p in params.values()):
+        return params
+    return {name: p.detach().float().requires_grad_(True) for name, p in params.items()}
+
+
+def _round_into(params: dict, masters: dict) -> None:
+    """The model's parameters set to their master weights, rounded to the model's dtype."""
+    import torch
+
+    if masters is not params:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(masters[name])
+
+
 def _checkpoint(files: WorkFiles, step: int, params: dict, optimizer, log: list) -> None:
-    """The trainable parameters and AdamW's state after ``step``, then the pointer to them."""
+    """The stepped parameters (the master weights, where kept) and AdamW's state after ``step``,
+    then the pointer to them."""
     if files.folder is None:
         return
     tensors = {f"param.{name}": p.detach() for name, p in params.items()}

@@ -17,13 +17,18 @@ lowers the loss on ``x`` (lemma 1).
   (NaN and ±inf → 0), summed over tensors. It needs every pair. Where a tensor's product cancels
   to rounding noise, its sign (and so a ±|log| term) is the summation order's: the transform
   is ill-conditioned there, in the release as here.
+- ``normalize: true``: cosine similarity, each pair's product divided by both gradients' norms
+  over the tracked layers (:mod:`dvbench.harness.lm.cosine`). The ``mean`` aggregate costs one
+  more forward and backward per candidate than the dot product's (the norm: each layer's batch
+  gradient formed in the backward) and two over the anchors; every pair costs the norms' passes
+  on top of the products'.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.config import Config
@@ -39,7 +44,7 @@ class GradIpValuator(Valuator):
     """Infl_IP: the inner product of the candidate's and the anchors' loss gradients."""
 
     name = "grad_ip"
-    version = "1.1.1"
+    version = "1.2.1"
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
@@ -58,12 +63,23 @@ class GradIpValuator(Valuator):
                                                               "every pair is needed (the anchors' per-example "
                                                               "gradients of a group of layers, one layer's "
                                                               "transients); layers are grouped to fit.")
+        normalize: bool = Field(False, description="Cosine similarity: each product divided by both gradients' "
+                                                   "norms over the tracked layers (-1..1). Not with `sign_log`.")
+
+        @model_validator(mode="after")
+        def _normalize_plain_products(self):
+            if self.normalize and self.transform == "sign_log":
+                raise ValueError("normalize: true takes the plain products; it cannot be combined with transform: "
+                                 "sign_log (set one of them)")
+            return self
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "grad_ip")
         loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="grad_ip")
+        if self.config.normalize:
+            return self._cosines(task, model, linears, anchors, candidates, loop)
         if self.config.aggregate == "mean" and self.config.transform == "none" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, **loop)
             return self.scores(task, products.candidate_dots(model, linears, mean, candidates, **loop))
@@ -71,6 +87,22 @@ class GradIpValuator(Valuator):
         matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
                                       prepare=(lambda name, g: _clamped(g)) if sign_log else None,
                                       product=_sign_log if sign_log else products.dot, **loop)
+        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
+
+    def _cosines(self, task, model, linears, anchors, candidates, loop) -> Scores:
+        from dvbench.harness.lm import cosine, products
+
+        batch = dict(batch_size=self.config.batch_size, progress=task.progress)
+        anchor_norms, _ = cosine.norms_and_dots(model, linears, anchors, label="grad_ip anchor norms", **batch)
+        if self.config.aggregate == "mean" and not self.config.per_anchor:
+            unit = cosine.unit_mean(model, linears, anchors, anchor_norms, label="grad_ip anchors", **batch)
+            norms, dots = cosine.norms_and_dots(model, linears, candidates, label="grad_ip candidates", vectors=unit,
+                                                **batch)
+            return self.scores(task, cosine.cosines(dots, None, norms))
+        matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
+                                      **loop)
+        norms, _ = cosine.norms_and_dots(model, linears, candidates, label="grad_ip candidate norms", **batch)
+        matrix = cosine.cosines(matrix, anchor_norms, norms)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
 

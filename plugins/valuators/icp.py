@@ -35,13 +35,12 @@ from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.noise import noise_stats, rescoring_spread
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
-SHARD = 64  # candidates per saved shard
 
 
 class IcpValuator(Valuator):
@@ -67,9 +66,12 @@ class IcpValuator(Valuator):
         prefix_cache: bool = Field(True, description="Share each demonstration's keys and values across anchors. "
                                                      "Off: one full sequence per pair (slower, same values; a "
                                                      "check).")
+        shard_size: int = Field(64, ge=1, description="Candidates per saved shard: what a resumed run keeps and "
+                                                      "one unit of work (a Ray worker takes one at a time, so "
+                                                      "M / shard_size units keep that many workers busy).")
 
     def score(self, task: ValuationTask) -> Scores:
-        model, tokenizer = load_model(task.model)
+        model, tokenizer = resident(task.model)
         encoder = Encoder(tokenizer, task.template)
         shards = Shards(task.work, task.log)
         anchors, candidates = task.anchors, task.candidates
@@ -80,17 +82,19 @@ class IcpValuator(Valuator):
         order = np.argsort([-len(encoder.zero_shot(x).ids) for x in anchors], kind="stable")
         with task.progress.task(f"icp {len(candidates)} x {len(anchors)}", len(candidates) * len(anchors),
                                 "pairs") as advance:
-            def one_shot(block) -> dict[str, np.ndarray]:
+            ref, config, zero_sum = task.model, self.config, zero["zero_shot_sum"]
+
+            def one_shot(block) -> dict[str, np.ndarray]:  # a unit: it may run on a worker
                 from dvbench.harness.lm.oneshot import one_shot_loglik  # torch: imported when scoring
 
                 encoder.truncated.clear()
-                sums = one_shot_loglik(model, encoder, block, anchors, order, zero["zero_shot_sum"],
-                                       batch_size=self.config.batch_size, max_tokens=self.config.max_batch_tokens,
-                                       padding_side=self.config.padding_side, prefix_cache=self.config.prefix_cache,
+                sums = one_shot_loglik(resident(ref)[0], encoder, block, anchors, order, zero_sum,
+                                       batch_size=config.batch_size, max_tokens=config.max_batch_tokens,
+                                       padding_side=config.padding_side, prefix_cache=config.prefix_cache,
                                        advance=advance)
                 return {"one_shot_sum": sums, "truncated": _cuts(encoder)}
 
-            blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=SHARD,
+            blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=self.config.shard_size,
                                   skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
         one_shot_sum = np.concatenate([b["one_shot_sum"] for b in blocks], axis=1)
         cut = zero["truncated"] + sum(b["truncated"] for b in blocks)

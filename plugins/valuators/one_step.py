@@ -45,13 +45,12 @@ from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
-from dvbench.harness.lm.models import load_model
+from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.noise import noise_stats, rescoring_spread
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
-SHARD = 64  # candidates per saved shard
 
 
 class OneStepValuator(Valuator):
@@ -76,6 +75,9 @@ class OneStepValuator(Valuator):
                                    "and score it there (a step of η = 2e-5 moves `s_zs` by about float32's "
                                    "rounding). `model`: in `model.dtype` (cheaper; in float32 most of the step's "
                                    "effect is rounding).")
+        shard_size: int = Field(64, ge=1, description="Candidates per saved shard: what a resumed run keeps and "
+                                                      "one unit of work (a Ray worker takes one at a time, so "
+                                                      "M / shard_size units keep that many workers busy).")
 
     def score(self, task: ValuationTask) -> Scores:
         import torch  # imported when scoring, not at registration
@@ -85,30 +87,34 @@ class OneStepValuator(Valuator):
         if not task.anchors:
             raise InputError("one_step needs at least one anchor; give data.anchors (or data.generated.anchors)")
         ref = task.model if self.config.precision == "model" else replace(task.model, dtype="float64")
-        model, tokenizer = load_model(ref)
+        model, tokenizer = resident(ref)
         encoder = Encoder(tokenizer, task.template)
-        linears = tracked_linears(model, task.tracked)
-        weights = [m.weight for m in linears.values()]
         anchors = [encoder.zero_shot(x) for x in task.anchors]
         shards = Shards(task.work, task.log)
         zero = shards.get("zero_shot") or shards.put("zero_shot", {"zero_shot": self._scores(model, anchors)})
         floor = shards.get("noise_floor") or shards.put(
             "noise_floor", {"noise_floor": np.float64(rescoring_spread(model, anchors, zero["zero_shot"]))})
-        saved = [w.detach().clone() for w in weights]
+        tracked = task.tracked
         with task.progress.task(f"one_step {len(task.candidates)} x {len(anchors)}",
                                 len(task.candidates) * len(anchors), "pairs") as advance:
-            def stepped(block) -> dict[str, np.ndarray]:
+            def stepped(block) -> dict[str, np.ndarray]:  # a unit: it may run on a worker
+                model = resident(ref)[0]
+                linears = tracked_linears(model, tracked)
+                weights = [m.weight for m in linears.values()]
+                saved = [w.detach().clone() for w in weights]
                 values = np.empty((len(anchors), len(block)))
                 for j, z in enumerate(block):
-                    self._step(model, linears, encoder.training(z))
-                    values[:, j] = self._scores(model, anchors)
-                    with torch.no_grad():
-                        for w, original in zip(weights, saved):
-                            w.copy_(original)
+                    try:
+                        self._step(model, linears, encoder.training(z))
+                        values[:, j] = self._scores(model, anchors)
+                    finally:  # the resident model is left as found
+                        with torch.no_grad():
+                            for w, original in zip(weights, saved):
+                                w.copy_(original)
                     advance(len(anchors))
                 return {"stepped": values}
 
-            blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=SHARD,
+            blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=self.config.shard_size,
                                   skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
         stepped = np.concatenate([b["stepped"] for b in blocks], axis=1)
         difference = stepped - zero["zero_shot"][:, None]

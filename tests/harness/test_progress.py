@@ -85,3 +85,27 @@ def test_the_runs_time_left_counts_the_stages_to_come_at_the_pace_of_the_stage_t
     assert lines[2] == "[0:00:20] training 3/4 models, 6.7 s/model, ETA 0:00:07; run ETA ≥ 0:00:27"
     # training done at 20 s / 3 = 6.7 s per model; retraining's own pace (12 s) for its 2 left
     assert lines[5] == "[0:00:32] retraining 1/3 models, 12.0 s/model, ETA 0:00:24; run ETA ≥ 0:00:24"
+
+
+def test_an_advance_pickled_to_a_worker_is_replayed_on_the_display():
+    import pickle
+
+    from dvbench.harness import progress as module
+    from dvbench.harness.progress import RELAYED, Progress, Relayed, replay
+
+    out, now = io.StringIO(), Clock()
+    display = LineProgress(out, every=0, now=now)
+    assert type(pickle.loads(pickle.dumps(display))) is Progress  # a worker's copy shows nothing
+    with display.task("icp", total=10, unit="pairs") as advance:
+        travelled = pickle.loads(pickle.dumps(advance))
+        assert isinstance(travelled, Relayed)
+        RELAYED.clear()
+        travelled(3)
+        travelled(4, "shard 2")
+        calls = list(RELAYED)
+        assert display._open[0].done == 0  # nothing moves here until the calls come back
+        now.t += 2
+        replay(calls)
+        assert (display._open[0].done, display._open[0].note) == (7, "shard 2")
+    replay(calls)  # the task has closed: its late calls are dropped
+    assert "icp 7/10 pairs" in out.getvalue() and advance.token not in module._TASKS

@@ -54,7 +54,7 @@ def test_wrong_type_in_plugin_config(tmp_path):
 
 def test_unknown_plugin_lists_the_available(tmp_path):
     message = _error(tmp_path, GOOD.replace("use: random", "use: randm"))
-    assert "valuators.rand.use (line 6): unknown valuator 'randm'; available: ekfac, file, grad_ip, icp, one_step, random" in message
+    assert "valuators.rand.use (line 6): unknown valuator 'randm'; available: bm25, ekfac, file, grad_ip, grad_store, icp, one_step, random, repsim" in message
 
 
 def test_out_of_range_values(tmp_path):

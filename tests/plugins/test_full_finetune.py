@@ -118,3 +118,43 @@ def test_empty_subset_is_refused(tiny_model_dir, tmp_path):
     task = TrainingTask(ModelRef(str(tiny_model_dir)), (), tmp_path / "m")
     with pytest.raises(ValueError, match="subset to train on is empty"):
         _trainer().train(task)
+
+
+def _change(model, base) -> torch.Tensor:
+    return torch.cat([(p.double() - base[name].double()).flatten() for name, p in model.named_parameters()])
+
+
+def test_half_precision_steps_float32_master_weights(tiny_model_dir, tmp_path):
+    """A bfloat16 model against a literal mixed-precision loop: AdamW on float32 copies of the
+    weights, each step's result rounded into the bfloat16 model. The learning rate is below half
+    the weights' bfloat16 resolution, so AdamW on the bfloat16 weights themselves would leave
+    almost all of them where they were."""
+    trainer = _trainer(learning_rate=2e-5, epochs=3, batch_size=2, gradient_accumulation=1, warmup_ratio=0.0,
+                       schedule="constant", max_grad_norm=None)
+    bf16 = ModelRef(str(tiny_model_dir), dtype="bfloat16")
+    trained = trainer.train(TrainingTask(bf16, EXAMPLES, tmp_path / "model", seed=7, template=Template(name="plain")))
+    base = dict(load_model(bf16)[0].named_parameters())
+
+    model, tokenizer = load_model(bf16)
+    model = copy.deepcopy(model)
+    encoder = Encoder(tokenizer, Template(name="plain"))
+    params = list(model.parameters())
+    masters = [p.detach().float().requires_grad_(True) for p in params]
+    optimizer = torch.optim.AdamW(masters, lr=2e-5, weight_decay=0.0)
+    for epoch in range(3):
+        order = list(np.random.default_rng([7, epoch]).permutation(len(EXAMPLES)))
+        for chosen in [order[i:i + 2] for i in range(0, len(order), 2)]:
+            model.zero_grad()
+            loss = sum(-reference_logprobs(model, encoder.training(EXAMPLES[i])).mean() for i in chosen) / len(chosen)
+            loss.backward()
+            for master, p in zip(masters, params):
+                master.grad = p.grad.float()
+            optimizer.step()
+            with torch.no_grad():
+                for master, p in zip(masters, params):
+                    p.copy_(master)
+    expected = _change(model, base)
+
+    ours = _change(load_model(trained.model)[0], base)
+    assert expected.count_nonzero() > 0.5 * expected.numel()  # the literal loop moved most weights
+    assert (ours - expected).norm() / expected.norm() < 0.2

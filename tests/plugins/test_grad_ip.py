@@ -77,6 +77,33 @@ def test_per_anchor_with_the_mean_aggregate(task, grads):
     np.testing.assert_allclose(scores.values, expected.mean(axis=0), rtol=1e-6)
 
 
+def _cosines(grads):
+    anchors, candidates = (torch.cat([g[name] for name in g], 1) for g in grads)
+    return (torch.nn.functional.normalize(anchors, dim=1) @ torch.nn.functional.normalize(candidates, dim=1).T).numpy()
+
+
+def test_normalized_mean_is_the_mean_cosine(task, grads):
+    expected = _cosines(grads)
+    scores = _grad_ip(normalize=True, batch_size=3).score(task)
+    np.testing.assert_allclose(scores.values, expected.mean(axis=0), rtol=1e-6)
+    assert scores.per_anchor is None
+    assert -1 < expected.min() < 0 < expected.max() < 1
+
+
+@pytest.mark.parametrize("config", [dict(per_anchor=True), dict(aggregate="fraction_positive")])
+def test_normalized_pairs_are_explicit_cosines(task, grads, config):
+    expected = _cosines(grads)
+    scores = _grad_ip(normalize=True, **config).score(task)
+    np.testing.assert_allclose(scores.per_anchor, expected, rtol=1e-6, atol=1e-12)
+    aggregate = (expected > 0).mean(axis=0) if config.get("aggregate") else expected.mean(axis=0)
+    np.testing.assert_allclose(scores.values, aggregate, rtol=1e-6)
+
+
+def test_normalize_refuses_sign_log():
+    with pytest.raises(ValueError, match="cannot be combined with transform: sign_log"):
+        GradIpValuator.Config(normalize=True, transform="sign_log")
+
+
 def test_sign_log_is_the_papers_released_computation(task, grads):
     anchors, candidates = grads
     expected = np.zeros((len(task.anchors), len(task.candidates)))

@@ -15,7 +15,6 @@ from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.testing import check_valuator, reference_logprobs
-from dvbench.plugins.valuators import icp as icp_module
 from dvbench.plugins.valuators.icp import IcpValuator
 
 
@@ -117,8 +116,7 @@ def test_progress_counts_pairs_and_shards_resume(task, expected, tmp_path, monke
     progress = Counting()
     work = ValuationTask(task.candidates, task.anchors, task.model, template=task.template,
                          progress=progress, work=tmp_path / "work")
-    monkeypatch.setattr(icp_module, "SHARD", 3)
-    first = _icp().score(work)
+    first = _icp(shard_size=3).score(work)
     assert list(progress.seen.values()) == [[35, 35]]
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [
         f"{name}.npz{hashed}" for name in ("noise_floor", "one_shot-00000000", "one_shot-00000003",
@@ -130,7 +128,7 @@ def test_progress_counts_pairs_and_shards_resume(task, expected, tmp_path, monke
     real = oneshot.prefix_loglik
     monkeypatch.setattr(oneshot, "prefix_loglik", lambda model, prefixes, items, **k:
                         pairs.extend(items) or real(model, prefixes, items, **k))
-    again = _icp(aggregate="mean_difference").score(work)
+    again = _icp(aggregate="mean_difference", shard_size=3).score(work)
     assert len(pairs) == 3 * 5  # only the missing shard's three candidates were computed
     assert np.array_equal(again.per_anchor, first.per_anchor)
     np.testing.assert_allclose(again.values, expected.mean(axis=0), rtol=0, atol=1e-10)

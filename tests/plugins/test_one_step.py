@@ -80,7 +80,7 @@ def test_parameters_are_restored_bit_for_bit(task, monkeypatch):
         restored.append(all(torch.equal(p, original[n]) for n, p in model.named_parameters()))
         real_step(self, model, linears, sequence)
 
-    monkeypatch.setattr(one_step_module, "load_model", lambda ref: (model, tokenizer))
+    monkeypatch.setattr(one_step_module, "resident", lambda ref: (model, tokenizer))
     monkeypatch.setattr(OneStepValuator, "_step", step_then_check)
     OneStepValuator(OneStepValuator.Config(learning_rate=LR)).score(task)
     assert restored == [True] * len(task.candidates)

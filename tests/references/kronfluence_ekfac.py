@@ -35,9 +35,11 @@ from dvbench.harness.lm.loglik import collate, sample_labels
 
 
 def kronfluence_scores(model, modules, anchors, candidates, *, labels: str, seed: int, folder, batch_size: int = 5,
-                       float64: bool = False, aggregate: bool = False):
+                       float64: bool = False, aggregate: bool = False, strategy: str = "ekfac"):
     """kronfluence's EK-FAC scores for dvbench's sequences: pairwise (anchors x candidates), or
-    summed over the anchors with ``aggregate``. ``model`` is wrapped in place by kronfluence."""
+    summed over the anchors with ``aggregate``. ``model`` is wrapped in place by kronfluence, on
+    the device it is on. ``strategy: identity`` gives the plain gradient inner products
+    (``grad_ip``'s scores)."""
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
@@ -81,14 +83,15 @@ def kronfluence_scores(model, modules, anchors, candidates, *, labels: str, seed
 
     task = AnswerLoss()
     model = prepare_model(model, task)
-    analyzer = Analyzer("dvbench", model, task, cpu=True, disable_tqdm=True, output_dir=str(folder),
+    cpu = next(model.parameters()).device.type == "cpu"
+    analyzer = Analyzer("dvbench", model, task, cpu=cpu, disable_tqdm=True, output_dir=str(folder),
                         log_level=logging.WARNING)
     analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=batch_of))
     dtypes = {}
     if float64:
         dtypes = {k: torch.float64 for k in ("activation_covariance_dtype", "gradient_covariance_dtype",
                                              "eigendecomposition_dtype", "lambda_dtype")}
-    factor_args = FactorArguments(strategy="ekfac", use_empirical_fisher=labels == "true", **dtypes)
+    factor_args = FactorArguments(strategy=strategy, use_empirical_fisher=labels == "true", **dtypes)
     analyzer.fit_all_factors("factors", Items("candidates"), per_device_batch_size=batch_size, factor_args=factor_args)
     dtypes = {}
     if float64:

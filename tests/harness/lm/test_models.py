@@ -123,6 +123,23 @@ def test_threads_are_set(folder):
     assert torch.get_num_threads() == 1
 
 
+def test_the_resident_model_is_loaded_once_until_another_is_asked_for(folder, monkeypatch):
+    loads = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda ref: loads.append(ref) or real(ref))
+    first, other = ModelRef(str(folder)), ModelRef(str(folder), dtype="float64")
+    try:
+        kept = models.resident(first)
+        assert models.resident(first) is kept and loads == [first]
+        assert models.resident(other)[0] is not kept[0] and models.resident(first)[0] is not kept[0]
+        assert loads == [first, other, first]  # one model kept at a time
+        models.release()
+        models.resident(first)
+        assert loads == [first, other, first, first]
+    finally:
+        models.release()
+
+
 def test_a_tokenizer_without_pad_token_pads_with_eos(tmp_path):
     model, tokenizer = tiny_lm()
     tokenizer.pad_token = None
