@@ -25,12 +25,16 @@ def test_mean_and_mean_difference_are_the_float64_mean():
     assert over_anchors(MATRIX.astype(np.float32), "mean").dtype == np.float64
 
 
+def test_max_is_the_largest_value_over_anchors():
+    assert over_anchors(MATRIX, "max").tolist() == [2.0, 1e-300, 3.0]  # by hand, column by column
+
+
 def test_ties_count_exact_zeros_only():
     assert tie_stats(MATRIX) == {"pairs": 12, "ties": 4}
 
 
 def test_an_unknown_rule_is_a_key_error():
-    assert set(RULES) == {"indicator", "fraction_positive", "mean", "mean_difference"}
+    assert set(RULES) == {"indicator", "fraction_positive", "mean", "mean_difference", "max"}
     with pytest.raises(KeyError):
         over_anchors(MATRIX, "median")
 

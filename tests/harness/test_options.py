@@ -73,5 +73,5 @@ def test_an_unknown_plugin_name_exits_2_with_the_known_names(dvbench):
     result = dvbench("plugins", "icpp")
     assert result.returncode == 2
     line = " ".join(result.stderr.split())
-    assert "no plugin named 'icpp'; registered: ekfac, file, full_finetune, grad_ip, icp," in line
+    assert "no plugin named 'icpp'; registered: bm25, ekfac, file, full_finetune, grad_ip, grad_store, icp," in line
     assert len(result.stderr.strip().splitlines()) == 1
