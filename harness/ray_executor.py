@@ -23,6 +23,7 @@ the first unit is handed out.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -131,9 +132,10 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             try:
                 if execution.address is None:
-                    ray.init(address="local", num_cpus=execution.workers * execution.num_cpus,
-                             num_gpus=None if execution.num_gpus == 0 else execution.workers * execution.num_gpus,
-                             include_dashboard=False, logging_level="ERROR", configure_logging=False)
+                    with _quiet_auth_notice():
+                        ray.init(address="local", num_cpus=execution.workers * execution.num_cpus,
+                                 num_gpus=None if execution.num_gpus == 0 else execution.workers * execution.num_gpus,
+                                 include_dashboard=False, logging_level="ERROR", configure_logging=False)
                 else:
                     _answers(execution.address)
                     ray.init(address=execution.address, logging_level="ERROR", configure_logging=False)
@@ -186,3 +188,16 @@ def _answers(address: str, seconds: float = 10) -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextmanager
+def _quiet_auth_notice():
+    """Ray's warning that the local cluster it starts has token authentication on (its default
+    since 2.5x, the secure one) is not printed into a run: the rest of Ray's log stays as set."""
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = notice.level
+    notice.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        notice.setLevel(level)

@@ -99,6 +99,7 @@ def test_a_run_on_ray_writes_the_local_runs_bytes(tmp_path, tiny_model_dir, loca
                   "--set", "execution.backend=ray", "--set", "execution.workers=2")
     assert ran.returncode == 0, ran.stderr
     assert "ray: " in ran.stderr and "unit(s) ran on 2 worker(s) of a local Ray" in ran.stderr
+    assert "Token authentication" not in ran.stdout + ran.stderr  # no line of Ray's own in a run
     _same(local, tmp_path / "out")
 
 
