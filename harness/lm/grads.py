@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from dvbench.harness.allocator import large_blocks_mapped
 from dvbench.harness.errors import InputError
 from dvbench.harness.lm import hf
 from dvbench.harness.lm.loglik import Batch, answer_losses, collate
@@ -123,7 +124,7 @@ def layer_terms(
 
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
     try:
-        with _frozen(model), torch.enable_grad(), hf.checkpointed_blocks(model):
+        with _frozen(model), torch.enable_grad(), hf.checkpointed_blocks(model), large_blocks_mapped():
             losses = answer_losses(model, batch, draws=draws)
             torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
     finally:

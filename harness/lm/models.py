@@ -31,7 +31,6 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 
-from dvbench.harness.allocator import map_large_blocks
 from dvbench.harness.artifacts import canonical, json_text, sha256_file
 from dvbench.harness.errors import InputError
 from dvbench.harness.network import ALLOW_DOWNLOAD, downloads_allowed
@@ -180,11 +179,10 @@ def load_tokenizer(ref: ModelRef):
 def load_model(ref: ModelRef):
     """``(model, tokenizer)`` for ``ref``: the model in ``ref.dtype`` and eval mode on ``ref.device``,
     the tokenizer as :func:`load_tokenizer` gives it. Sets ``torch.set_num_threads(ref.threads)``
-    when threads are set, and glibc's mmap threshold (:func:`~dvbench.harness.allocator.map_large_blocks`)."""
+    when threads are set."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    map_large_blocks()
     if ref.dtype not in DTYPES:
         raise InputError(f"model.dtype {ref.dtype!r} is not one of {', '.join(DTYPES)}")
     if ref.threads is not None:
