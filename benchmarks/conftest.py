@@ -43,3 +43,24 @@ def embedded():
     from dvbench.harness.records import ModelRef
 
     return load_model(ModelRef("embedded"))
+
+
+@pytest.fixture(scope="session")
+def benchmark_rows(embedded):
+    """``rows(count)``: Alpaca-GPT4 rows of 90-110 tokens under the Alpaca template (the first
+    5,000 of ../shared/data's sample), or ``count`` of dvbench's generated rows where it is
+    missing."""
+    from dvbench.harness.data.files import load_examples
+    from dvbench.harness.data.generated import generate
+    from dvbench.harness.lm.tokens import Encoder
+    from dvbench.harness.template import Template
+
+    shared = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4"
+    encoder = Encoder(embedded[1], Template())
+
+    def rows(count: int) -> list:
+        if shared.is_dir():
+            sample = load_examples(shared / "candidates_sample.jsonl")
+            return [e for e in sample[:5000] if 90 <= len(encoder.zero_shot(e).ids) <= 110]
+        return list(generate(count, 0, 0, families=("sorting", "facts", "dates"))["candidates"])
+    return rows

@@ -17,17 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dvbench.harness.data.files import load_examples
 from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.template import Template
 from dvbench.plugins.valuators.bm25 import Bm25Valuator
 from dvbench.plugins.valuators.grad_ip import GradIpValuator
 from dvbench.plugins.valuators.repsim import RepsimValuator
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4"
 N, M = 16, 32
 TIMES: dict[str, float] = {}
 
@@ -41,14 +38,8 @@ def _reference_bm25():
 
 
 @pytest.fixture(scope="module")
-def task(embedded):
-    _, tokenizer = embedded
-    encoder = Encoder(tokenizer, Template())
-    if SHARED.is_dir():
-        rows = load_examples(SHARED / "candidates_sample.jsonl")
-        pool = [e for e in rows[:5000] if 90 <= len(encoder.zero_shot(e).ids) <= 110]
-    else:
-        pool = list(generate(N + M, 0, 0, families=("sorting", "facts", "dates"))["candidates"])
+def task(benchmark_rows):
+    pool = benchmark_rows(N + M)
     return ValuationTask(tuple(pool[N:N + M]), tuple(pool[:N]), ModelRef("embedded"))
 
 

@@ -28,7 +28,6 @@ Rows: Alpaca-GPT4 rows of 90-110 tokens (../shared/data; dvbench's generated dat
 """
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,8 +35,6 @@ import torch
 
 from dvbench.harness import artifacts
 from dvbench.harness.aggregate import mean
-from dvbench.harness.data.files import load_examples
-from dvbench.harness.data.generated import generate
 from dvbench.harness.lm import products, projection, store
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.loglik import collate
@@ -48,7 +45,6 @@ from dvbench.harness.template import Template
 from dvbench.harness.work import shard_blocks
 from dvbench.plugins.valuators.grad_store import SHARD, GradStoreValuator
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4"
 N, M, QUERY_ANCHORS = 16, 16, 100
 STORE = int(os.environ.get("DVBENCH_BENCH_STORE", "10000"))
 PEER_TRACKED = r"layers\.29\.mlp\.down_proj"
@@ -56,14 +52,10 @@ TIMES: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def setup(embedded):
+def setup(embedded, benchmark_rows):
     model, tokenizer = embedded
     encoder = Encoder(tokenizer, Template())
-    if SHARED.is_dir():
-        rows = load_examples(SHARED / "candidates_sample.jsonl")
-        pool = [e for e in rows[:5000] if 90 <= len(encoder.zero_shot(e).ids) <= 110]
-    else:
-        pool = list(generate(N + M, 0, 0, families=("sorting", "facts", "dates"))["candidates"])
+    pool = benchmark_rows(N + M)
     anchors, candidates = tuple(pool[:N]), tuple(pool[N:N + M])
     return model, encoder, tracked_linears(model), anchors, candidates
 

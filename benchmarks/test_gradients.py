@@ -17,13 +17,10 @@ N = 32 anchors.
   candidate (here ``load_model`` from dvbench's converted folder), step, evaluate.
 """
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from dvbench.harness.data.files import load_examples
-from dvbench.harness.data.generated import generate
 from dvbench.harness.lm import products
 from dvbench.harness.lm.grads import per_example_grads, tracked_linears
 from dvbench.harness.lm.loglik import answer_loglik, collate
@@ -36,20 +33,15 @@ from dvbench.plugins.valuators.grad_ip import GradIpValuator
 from dvbench.plugins.valuators.icp import IcpValuator
 from dvbench.plugins.valuators.one_step import OneStepValuator
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "alpaca_gpt4"
 N, M_GRAD, M_STEP = 32, 16, 4
 TIMES: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def setup(embedded):
+def setup(embedded, benchmark_rows):
     model, tokenizer = embedded
     encoder = Encoder(tokenizer, Template())
-    if SHARED.is_dir():
-        rows = load_examples(SHARED / "candidates_sample.jsonl")
-        pool = [e for e in rows[:5000] if 90 <= len(encoder.zero_shot(e).ids) <= 110]
-    else:
-        pool = list(generate(N + M_GRAD, 0, 0, families=("sorting", "facts", "dates"))["candidates"])
+    pool = benchmark_rows(N + M_GRAD)
     anchors, candidates = tuple(pool[:N]), tuple(pool[N:N + M_GRAD])
     linears = tracked_linears(model)
     OneStepValuator().score(ValuationTask(candidates[:1], anchors[:2], ModelRef("embedded")))  # warm-up
