@@ -1,5 +1,5 @@
-"""A role's work folder: intermediate files (a valuator's shards and factors, a trainer's
-checkpoints), each verified before it is reused.
+"""A role's work folder: intermediate files (a valuator's shards, running sums and factors, a
+trainer's checkpoints), each verified before it is reused.
 
 Every file is written atomically and then its SHA-256 beside it, as ``<file>.sha256``. A file
 is read back only when its hash matches the recorded one; a file without a record (its write
@@ -83,12 +83,90 @@ def shard_blocks(
     interrupted run keeps every finished block. Returns every block's arrays, in order.
     """
     starts = range(0, len(items), size)
-    found = {start: shards.get(f"{name}-{start:08d}") for start in starts}
+    found = {start: shards.get(_shard(name, start)) for start in starts}
     for start, arrays in found.items():
         if arrays is not None and skipped is not None:
             skipped(len(items[start:start + size]))
     missing = [start for start, arrays in found.items() if arrays is None]
     results = (executor or LocalExecutor()).map(compute, [items[start:start + size] for start in missing])
     for start, arrays in zip(missing, results):
-        found[start] = shards.put(f"{name}-{start:08d}", arrays)
+        found[start] = shards.put(_shard(name, start), arrays)
     return [found[start] for start in starts]
+
+
+def finished(shards: Shards, name: str, count: int, *, size: int) -> bool:
+    """Whether :func:`shard_blocks` of ``count`` items in blocks of ``size`` would compute
+    nothing: every shard saved. A caller skips what only the missing blocks' units need."""
+    return all(shards.get(_shard(name, start)) is not None for start in range(0, count, size))
+
+
+def _shard(name: str, start: int) -> str:
+    return f"{name}-{start:08d}"
+
+
+BLOCKS = "blocks"  # the running sum's record of how many blocks it holds
+
+
+def running_sum(
+    files: WorkFiles, name: str, items: Sequence, compute: Callable[[Sequence], dict[str, Any]], *, size: int,
+    skipped: Callable[[int], None] | None = None, executor: Executor | None = None,
+) -> dict[str, Any]:
+    """``Σ_k compute(block_k)`` over ``items`` in blocks of ``size``: dicts of CPU torch tensors
+    (none named :data:`BLOCKS`), added key by key in block order, on this process.
+
+    The blocks run on ``executor``; each result is added to the sum of the blocks before it as
+    it arrives, so the sum is the same bytes wherever and in whatever order the blocks ran. The
+    sum through block ``k`` is one verified safetensors file ``name``, replaced after each block
+    with ``k`` recorded: an interrupted run resumes after the last block summed
+    (``skipped(n)`` stands for the items it holds). Between blocks the sum waits in that file,
+    and is added into the next block's result one key at a time as it is read back, so memory
+    holds one block's sums and one key of the running one. Without a folder it waits in memory.
+    """
+    from dvbench.harness.artifacts import read_safetensors
+
+    starts = range(0, len(items), size)
+    done = files.read(name, lambda path: int(_tensor(path, BLOCKS))) or 0
+    if done and skipped is not None:
+        skipped(min(done * size, len(items)))
+    if starts and done == len(starts):
+        total = files.read(name, read_safetensors)
+        total.pop(BLOCKS)
+        return total
+    held = None  # the running sum, when there is no file to keep it in
+    results = (executor or LocalExecutor()).map(compute, [items[start:start + size] for start in starts[done:]])
+    for count, partial in enumerate(results, start=done + 1):
+        _summed(files, name, partial, count, held)
+        held = partial if files.folder is None or count == len(starts) else None
+        del partial  # the next block runs with the sum in its file only
+    return held
+
+
+def _summed(files: WorkFiles, name: str, partial: dict[str, Any], count: int, held: dict[str, Any] | None) -> None:
+    """Block ``count``'s ``partial`` made the sum through it (the earlier sum from ``held``, or
+    from the file), and that sum saved."""
+    import torch
+
+    from dvbench.harness.artifacts import write_safetensors
+
+    if count > 1 and files.folder is None:
+        _add(partial, held.__getitem__)
+    elif count > 1 and files.read(name, lambda path: _add(partial, lambda key: _tensor(path, key))) is None:
+        raise RuntimeError(f"{files.folder / name}: the running sum was lost mid-pass; run the same command again")
+    files.write(name, lambda tmp: write_safetensors(tmp, {**partial, BLOCKS: torch.tensor(count)}))
+
+
+def _add(partial: dict[str, Any], earlier: Callable[[str], Any]) -> bool:
+    """``partial[key] = partial[key] + earlier(key)`` for every key, one key at a time (addition
+    commutes: the same bytes as ``earlier + partial``; out of place, since a result that came
+    from another process may be read-only)."""
+    for key in partial:
+        partial[key] = partial[key] + earlier(key)
+    return True
+
+
+def _tensor(path: Path, key: str):
+    """One tensor of a safetensors file, read alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_tensor(key)

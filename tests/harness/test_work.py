@@ -53,3 +53,48 @@ def test_each_result_is_saved_before_the_next_block_runs(tmp_path):
 def test_without_a_folder_nothing_is_kept(tmp_path):
     blocks = shard_blocks(Shards(None), "part", [1, 2, 3], _square, size=2)
     assert [b["values"].tolist() for b in blocks] == [[1, 4], [9]]
+
+
+def _sums(block):
+    import torch
+
+    values = torch.tensor([float(x) for x in block], dtype=torch.float32)
+    return {"total": values.sum(), "squares": values.square().sum().reshape(1)}
+
+
+def test_a_running_sum_adds_blocks_in_order_and_resumes_after_the_last_saved(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from dvbench.harness.work import BLOCKS, WorkFiles, running_sum
+
+    items = [0.1 * i for i in range(7)]
+    expected = {"total": torch.tensor(0.0), "squares": torch.tensor([0.0])}
+    for start in (0, 3, 6):  # the blocks' own sums, added in block order
+        for key, value in _sums(items[start:start + 3]).items():
+            expected[key] = expected[key] + value if start else value
+    whole = running_sum(WorkFiles(tmp_path / "whole"), "sums.safetensors", items, _sums, size=3)
+    assert all(torch.equal(whole[key], expected[key]) for key in expected)
+    assert all(torch.equal(running_sum(WorkFiles(None), "sums", items, _sums, size=3)[key], whole[key])
+               for key in whole)  # in memory: the same bytes
+
+    class Cut(Recording):
+        def map(self, fn, units):
+            for unit in super().map(fn, units):
+                yield unit
+                if len(self.units) == 2:
+                    raise KeyboardInterrupt
+
+    cut = WorkFiles(tmp_path / "cut")
+    try:
+        running_sum(cut, "sums.safetensors", items, _sums, size=3, executor=Cut())
+    except KeyboardInterrupt:
+        pass
+    with safe_open(str(tmp_path / "cut" / "sums.safetensors"), "pt") as saved:
+        assert saved.get_tensor(BLOCKS).item() == 2  # the second block's result was summed and saved
+    executor, skipped = Recording(), []
+    again = running_sum(cut, "sums.safetensors", items, _sums, size=3, executor=executor, skipped=skipped.append)
+    assert executor.units == [[items[6]]] and skipped == [6]
+    assert all(torch.equal(again[key], whole[key]) for key in whole)
+    done = running_sum(cut, "sums.safetensors", items, _sums, size=3, executor=Recording())
+    assert all(torch.equal(done[key], whole[key]) for key in whole)  # all saved: read back
