@@ -72,7 +72,8 @@ def test_grad_ip_candidate_phase(benchmark, setup, record_property, peak_rss_mib
     average = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], **loop)
     sequences = [encoder.training(z) for z in candidates]
     peak = peak_rss_mib(lambda: _timed(benchmark, "grad_ip_candidates",
-                                       lambda: products.candidate_dots(model, linears, average, sequences, **loop)))
+                                       lambda: products.candidate_dots(model, linears, average, sequences,
+                                                                       batch_size=loop["batch_size"])))
     record_property("peak_rss_MiB_grad_ip_candidates", peak)
 
 

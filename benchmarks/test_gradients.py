@@ -79,7 +79,8 @@ def test_grad_ip_candidate_phase(benchmark, setup):
     loop = dict(batch_size=GradIpValuator.Config().batch_size, progress=Progress(), label="grad_ip")
     mean = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], **loop)
     sequences = [encoder.training(z) for z in candidates]
-    _timed(benchmark, "grad_ip_candidates", lambda: products.candidate_dots(model, linears, mean, sequences, **loop))
+    _timed(benchmark, "grad_ip_candidates",
+           lambda: products.candidate_dots(model, linears, mean, sequences, batch_size=loop["batch_size"]))
 
 
 def test_grad_ip_whole(benchmark, setup):

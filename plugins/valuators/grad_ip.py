@@ -22,6 +22,11 @@ lowers the loss on ``x`` (lemma 1).
   more forward and backward per candidate than the dot product's (the norm: each layer's batch
   gradient formed in the backward) and two over the anchors; every pair costs the norms' passes
   on top of the products'.
+
+The candidates go in shards of ``shard_size``, units of ``task.executor`` saved in ``task.work``
+(the products' loops, :mod:`~dvbench.harness.lm.products`; not ``normalize: true``'s mean path):
+an interrupted run resumes from the finished shards, and the scores are the same bytes under
+either backend.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
+from dvbench.harness.work import Shards
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +50,7 @@ class GradIpValuator(Valuator):
     """Infl_IP: the inner product of the candidate's and the anchors' loss gradients."""
 
     name = "grad_ip"
-    version = "1.2.1"
+    version = "1.3.0"
 
     class Config(Config):
         aggregate: Literal["mean", "fraction_positive"] = Field(
@@ -65,6 +71,9 @@ class GradIpValuator(Valuator):
                                                               "transients); layers are grouped to fit.")
         normalize: bool = Field(False, description="Cosine similarity: each product divided by both gradients' "
                                                    "norms over the tracked layers (-1..1). Not with `sign_log`.")
+        shard_size: int = Field(64, ge=1, description="Candidates per saved shard: what a resumed run keeps and "
+                                                      "one unit of work (a Ray worker takes one at a time, so "
+                                                      "M / shard_size units keep that many workers busy).")
 
         @model_validator(mode="after")
         def _normalize_plain_products(self):
@@ -77,16 +86,18 @@ class GradIpValuator(Valuator):
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "grad_ip")
-        loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="grad_ip")
+        loop = dict(batch_size=self.config.batch_size, label="grad_ip")
+        sharded = dict(shard_size=self.config.shard_size, shards=Shards(task.work, task.log))
         if self.config.normalize:
-            return self._cosines(task, model, linears, anchors, candidates, loop)
+            return self._cosines(task, model, linears, anchors, candidates, {**loop, **sharded})
         if self.config.aggregate == "mean" and self.config.transform == "none" and not self.config.per_anchor:
-            mean = products.anchor_mean(model, linears, anchors, **loop)
-            return self.scores(task, products.candidate_dots(model, linears, mean, candidates, **loop))
+            mean = products.anchor_mean(model, linears, anchors, progress=task.progress, **loop)
+            return self.scores(task, products.sharded_dots(task, mean, candidates, name="dots", **loop, **sharded))
         sign_log = self.config.transform == "sign_log"
-        matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
+        matrix = products.pair_matrix(task, model, linears, anchors, candidates,
+                                      budget=self.config.max_gradient_gb * 2**30, name="pairs",
                                       prepare=(lambda name, g: _clamped(g)) if sign_log else None,
-                                      product=_sign_log if sign_log else products.dot, **loop)
+                                      product=_sign_log if sign_log else products.dot, **loop, **sharded)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
     def _cosines(self, task, model, linears, anchors, candidates, loop) -> Scores:
@@ -99,8 +110,8 @@ class GradIpValuator(Valuator):
             norms, dots = cosine.norms_and_dots(model, linears, candidates, label="grad_ip candidates", vectors=unit,
                                                 **batch)
             return self.scores(task, cosine.cosines(dots, None, norms))
-        matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
-                                      **loop)
+        matrix = products.pair_matrix(task, model, linears, anchors, candidates,
+                                      budget=self.config.max_gradient_gb * 2**30, name="pairs", **loop)
         norms, _ = cosine.norms_and_dots(model, linears, candidates, label="grad_ip candidate norms", **batch)
         matrix = cosine.cosines(matrix, anchor_norms, norms)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dvbench.harness.data.generated import generate
+from dvbench.harness.executor import LocalExecutor
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
@@ -54,17 +55,19 @@ def _grad_ip(**config):
     return GradIpValuator(GradIpValuator.Config(**config))
 
 
-def test_mean_equals_explicit_gradients_dotted(task, grads):
+@pytest.mark.parametrize("shard_size", [64, 2])  # one shard; four (2, 2, 2, 1 candidates)
+def test_mean_equals_explicit_gradients_dotted(task, grads, shard_size):
     expected = _pairs(grads).mean(axis=0)
-    scores = _grad_ip(batch_size=3).score(task)  # three batches: the stacked products are reused
+    scores = _grad_ip(batch_size=3, shard_size=shard_size).score(task)  # three batches a shard at most
     np.testing.assert_allclose(scores.values, expected, rtol=1e-6)
     assert scores.per_anchor is None
 
 
-@pytest.mark.parametrize("budget_gb", [4.0, 1e-6])  # all layers at once; one layer at a time
-def test_per_anchor_and_fraction_positive_equal_explicit(task, grads, budget_gb):
+@pytest.mark.parametrize("budget_gb, shard_size", [(4.0, 64), (1e-6, 64), (1e-6, 2)])  # all layers at once;
+def test_per_anchor_and_fraction_positive_equal_explicit(task, grads, budget_gb, shard_size):  # one at a time
     expected = _pairs(grads)
-    scores = _grad_ip(aggregate="fraction_positive", max_gradient_gb=budget_gb, batch_size=3).score(task)
+    scores = _grad_ip(aggregate="fraction_positive", max_gradient_gb=budget_gb, batch_size=3,
+                      shard_size=shard_size).score(task)
     np.testing.assert_allclose(scores.per_anchor, expected, rtol=1e-6, atol=1e-12)
     assert scores.values.tolist() == (expected > 0).mean(axis=0).tolist()
     assert 0 < (expected > 0).mean() < 1  # both signs occur
@@ -150,6 +153,45 @@ def test_first_order_agreement_with_a_gradient_step(task, grads):
                 m.weight.copy_(w)
         errors.append(abs((before - after) / eta - expected))
     assert errors[1] < 0.2 * errors[0] and errors[2] < 0.2 * errors[1] and errors[2] < 1e-3 * max(1.0, abs(expected))
+
+
+class Stopping(LocalExecutor):
+    """In process, in order, recording each unit; raises :class:`KeyboardInterrupt` in place of
+    unit number ``stop`` (from 0)."""
+
+    def __init__(self, stop=None):
+        self.stop, self.units = stop, []
+
+    def map(self, fn, units):
+        for unit in units:
+            if len(self.units) == self.stop:
+                raise KeyboardInterrupt
+            self.units.append(unit)
+            yield fn(unit)
+
+
+def test_an_interrupted_pair_matrix_resumes_from_its_shards(task, tmp_path, monkeypatch):
+    """One layer a group, 4 shards a group: cut in the second group, the rerun forms no anchor
+    gradient for the first and computes only the missing shards, to the same bytes."""
+    from dvbench.harness.lm import products
+
+    def run(folder, executor):
+        work = ValuationTask(task.candidates, task.anchors, task.model, template=task.template, work=folder,
+                             executor=executor)
+        return _grad_ip(aggregate="fraction_positive", max_gradient_gb=1e-6, batch_size=3, shard_size=2).score(work)
+
+    whole = run(tmp_path / "whole", LocalExecutor())
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", Stopping(6))
+    formed, real = [], products.per_example_grads
+    monkeypatch.setattr(products, "per_example_grads", lambda *a, **k: formed.append(list(a[2])) or real(*a, **k))
+    resumed = Stopping()
+    again = run(tmp_path / "cut", resumed)
+    layers = list(tracked_linears(load_model(task.model)[0]))
+    assert formed == [[name] for name in layers[1:]]  # the first group's shards were all saved
+    assert [len(u) for u in resumed.units[:2]] == [2, 1]  # the second group's last two shards
+    assert len(resumed.units) == 2 + 4 * (len(layers) - 2)
+    assert again.per_anchor.tobytes() == whole.per_anchor.tobytes()
 
 
 def test_contract(task):
