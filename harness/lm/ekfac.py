@@ -20,11 +20,19 @@ every token:
    ``λ = damping_factor × mean(Λ)`` per layer, or one given ``λ`` for every layer; in the
    vectors' dtype or float32, whichever is wider.
 
+Both fitting passes run in shards of candidates, each a unit of work (a Ray worker may run it)
+that returns its partial sums on the CPU (:func:`covariance_sums`, :func:`eigenvalue_sums`;
+within a shard, batches of similar lengths); the driver adds them in shard order
+(:func:`~dvbench.harness.work.running_sum`, which keeps the sum so far as one verified work file,
+so an interrupted pass resumes after its last summed shard) and divides once, so the factors
+are the same bytes under either backend. The eigendecomposition runs once, on the driver.
+
 The scale of ``A`` and ``S`` does not matter (only their eigenvectors are used); ``Λ`` carries
 the scale. Only weights are tracked (:mod:`~dvbench.harness.lm.grads`), so no bias needs the
 homogeneous-coordinate trick. Labels are sampled by inverse CDF from one uniform draw per answer
-token, drawn from a generator seeded by ``(seed, example index)``: the labels, and so the
-factors, do not depend on the batching, and both fitting passes use the same labels.
+token, drawn from a generator seeded by ``(seed, example index)`` (the index in the whole pool): the
+labels do not depend on the batching nor the sharding, and both fitting passes use the same
+labels.
 """
 
 from __future__ import annotations
@@ -36,11 +44,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvbench.harness.lm.grads import layer_terms
+from dvbench.harness.executor import Executor
+from dvbench.harness.lm.grads import layer_terms, tracked_linears
 from dvbench.harness.lm.loglik import collate
+from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.tokens import Sequence
+from dvbench.harness.records import ModelRef
+from dvbench.harness.work import WorkFiles, running_sum
 
 Advance = Callable[[int], None]
+KINDS = ("activations", "gradients")  # A's and S's keys beside a layer's name
+TOKENS = "tokens"
+COVARIANCE_SUMS, EIGENVALUE_SUMS = "covariance-sums.safetensors", "eigenvalue-sums.safetensors"  # running sums
 
 
 def draws(sequences: Seq[Sequence], seed: int) -> list[torch.Tensor]:
@@ -53,7 +68,7 @@ def draws(sequences: Seq[Sequence], seed: int) -> list[torch.Tensor]:
     return out
 
 
-def _batches(sequences: Seq[Sequence], labels: list[torch.Tensor] | None, batch_size: int, device):
+def _batches(sequences: Seq[Sequence], labels: Seq[torch.Tensor] | None, batch_size: int, device):
     """Right-padded batches of similar lengths (longest first), with their labels' draws."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
     for start in range(0, len(order), batch_size):
@@ -63,10 +78,32 @@ def _batches(sequences: Seq[Sequence], labels: list[torch.Tensor] | None, batch_
 
 
 def covariances(
-    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear], *,
-    labels: list[torch.Tensor] | None, batch_size: int, advance: Advance,
+    ref: ModelRef, tracked: str | None, sequences: Seq[Sequence], *, labels: list[torch.Tensor] | None,
+    batch_size: int, shard_size: int, files: WorkFiles, executor: Executor | None = None, advance: Advance,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``(A, S)`` per layer: the input and output-gradient covariances per token."""
+    """``(A, S)`` per tracked layer: the input and output-gradient covariances per token, on the
+    model's device. Each shard of ``shard_size`` sequences is a unit of ``executor``
+    (:func:`covariance_sums`); the driver adds the shards' sums in shard order, its running sum
+    kept in ``files`` (:func:`~dvbench.harness.work.running_sum`, file :data:`COVARIANCE_SUMS`)."""
+    def unit(block):  # the model from the process's resident copy, not a capture
+        model = resident(ref)[0]
+        return covariance_sums(model, *_unzipped(block), tracked_linears(model, tracked), batch_size=batch_size,
+                               advance=advance)
+
+    sums = running_sum(files, COVARIANCE_SUMS, _items(sequences, labels), unit, size=shard_size, skipped=advance,
+                       executor=executor)
+    model, tokens = resident(ref)[0], sums.pop(TOKENS).item()
+    device = next(model.parameters()).device
+    return {name: tuple(sums.pop(f"{name}.{kind}").to(device) / tokens for kind in KINDS)
+            for name in tracked_linears(model, tracked)}
+
+
+def covariance_sums(
+    model: nn.Module, sequences: Seq[Sequence], labels: Seq[torch.Tensor] | None, linears: dict[str, nn.Linear], *,
+    batch_size: int, advance: Advance,
+) -> dict[str, torch.Tensor]:
+    """One shard's ``Σ a aᵀ`` and ``Σ g gᵀ`` per layer (``"<layer>.activations"``,
+    ``"<layer>.gradients"``) and its non-padding token count (:data:`TOKENS`), on the CPU."""
     device = next(model.parameters()).device
     sums: dict[str, list[torch.Tensor]] = {}
     tokens = 0
@@ -83,7 +120,8 @@ def covariances(
         layer_terms(model, batch, linears, add, batch_draws)
         tokens += int(batch.mask.sum())
         advance(batch.size)
-    return {name: (sums[name][0] / tokens, sums[name][1] / tokens) for name in linears}
+    out = {f"{name}.{kind}": sum_.cpu() for name in linears for kind, sum_ in zip(KINDS, sums.pop(name))}
+    return {**out, TOKENS: torch.tensor(tokens, dtype=torch.int64)}
 
 
 def eigenbases(
@@ -105,13 +143,32 @@ def eigenbases(
 
 
 def corrected_eigenvalues(
-    model: nn.Module, sequences: Seq[Sequence], linears: dict[str, nn.Linear],
-    bases: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
-    labels: list[torch.Tensor] | None, batch_size: int, advance: Advance,
+    ref: ModelRef, tracked: str | None, sequences: Seq[Sequence], bases: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *, labels: list[torch.Tensor] | None, batch_size: int, shard_size: int, files: WorkFiles,
+    executor: Executor | None = None, advance: Advance,
 ) -> dict[str, torch.Tensor]:
-    """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, in the layer's dtype promoted to float32."""
+    """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, in the layer's dtype promoted to
+    float32, on the CPU: shards as for :func:`covariances` (:func:`eigenvalue_sums`, the running
+    sum in file :data:`EIGENVALUE_SUMS`), the bases shipped to the units on the CPU."""
+    bases = {name: (q_a.cpu(), q_s.cpu()) for name, (q_a, q_s) in bases.items()}  # captured: sent once per pass
+
+    def unit(block):
+        model = resident(ref)[0]
+        return eigenvalue_sums(model, *_unzipped(block), tracked_linears(model, tracked), bases,
+                               batch_size=batch_size, advance=advance)
+
+    sums = running_sum(files, EIGENVALUE_SUMS, _items(sequences, labels), unit, size=shard_size, skipped=advance,
+                       executor=executor)
+    return {name: total / len(sequences) for name, total in sums.items()}
+
+
+def eigenvalue_sums(
+    model: nn.Module, sequences: Seq[Sequence], labels: Seq[torch.Tensor] | None, linears: dict[str, nn.Linear],
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]], *, batch_size: int, advance: Advance,
+) -> dict[str, torch.Tensor]:
+    """One shard's ``Σ_i (Q_Sᵀ G_i Q_A)²`` per layer, on the CPU."""
     device = next(model.parameters()).device
-    bases = {name: (q_a.to(device), q_s.to(device)) for name, (q_a, q_s) in bases.items()}  # read back: on the CPU
+    bases = {name: (q_a.to(device), q_s.to(device)) for name, (q_a, q_s) in bases.items()}
     sums: dict[str, torch.Tensor] = {}
 
     def add(name, a, g):
@@ -122,7 +179,18 @@ def corrected_eigenvalues(
     for batch, batch_draws in _batches(sequences, labels, batch_size, device):
         layer_terms(model, batch, linears, add, batch_draws)
         advance(batch.size)
-    return {name: sums[name] / len(sequences) for name in linears}
+    return {name: sums.pop(name).cpu() for name in linears}
+
+
+def _items(sequences: Seq[Sequence], labels: list[torch.Tensor] | None) -> list[tuple]:
+    """Each sequence with its label draws (``None`` for the true labels): a shard carries its
+    own, so the labels are each candidate's whatever the sharding."""
+    return list(zip(sequences, labels if labels is not None else [None] * len(sequences)))
+
+
+def _unzipped(block: Seq[tuple]) -> tuple[list[Sequence], list[torch.Tensor] | None]:
+    sequences, labels = (list(column) for column in zip(*block))
+    return sequences, None if labels[0] is None else labels
 
 
 def _rotated_gradients(a: torch.Tensor, g: torch.Tensor, q_a: torch.Tensor, q_s: torch.Tensor) -> torch.Tensor:

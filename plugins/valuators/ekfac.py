@@ -8,8 +8,9 @@ lowers the loss on ``x``.
 Phases, each with its progress row:
 
 1. covariance: one forward and backward per candidate, with labels sampled from the model
-   (``labels: sampled``, seeded by the spec's seed) or the candidates' own (``true``);
-2. eigendecomposition: two per layer, in float64;
+   (``labels: sampled``, seeded by the spec's seed and each candidate's index) or the
+   candidates' own (``true``);
+2. eigendecomposition: two per layer, in float64, once, on the driver;
 3. eigenvalue correction: another forward and backward per candidate, with the same labels;
 4. scoring: the anchors' gradients are preconditioned (N is small), never the candidates'. For
    ``aggregate: mean`` the anchors' mean gradient is preconditioned once and each candidate
@@ -17,28 +18,35 @@ Phases, each with its progress row:
    pair (:func:`~dvbench.harness.lm.products.pair_matrix`, within ``max_gradient_gb``) and give
    the per-anchor matrix (``mean`` is then taken from it).
 
+Phases 1, 3 and 4 run in shards of ``shard_size`` candidates, units of ``task.executor``: the
+fitting passes' shards return partial sums, added on the driver in shard order
+(:func:`~dvbench.harness.lm.ekfac.covariances`), the scoring's their products
+(:mod:`~dvbench.harness.lm.products`), so the files are the same bytes under either backend.
+
 The factors are kept in ``task.work``: ``eigenbases.safetensors`` once the eigendecomposition is
 done and ``eigenvalues.safetensors`` once the correction is, each written atomically and
-verified before reuse (:class:`~dvbench.harness.work.WorkFiles`). A rerun
-with the same model, data, template, tracked layers, seed and fitting options reuses them; a
-run interrupted during the correction resumes from the eigenbases. ``aggregate``, ``per_anchor``,
-``damping``, ``damping_factor`` and ``max_gradient_gb`` change only the scoring, so entries differing in
-them share the factors.
+verified before reuse (:class:`~dvbench.harness.work.WorkFiles`); while a fitting pass runs, its
+sum so far (removed once the pass's factors are saved); the scoring's shards, named after the
+options they depend on beyond the fit. A rerun with the same model, data, template, tracked
+layers, seed and fitting options reuses them; a run interrupted in a fitting pass resumes after
+its last summed shard. ``aggregate``, ``per_anchor``, ``damping``, ``damping_factor`` and
+``max_gradient_gb`` change only the scoring, so entries differing in them share the factors.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
 from dvbench.harness.aggregate import over_anchors
-from dvbench.harness.artifacts import read_safetensors, write_safetensors
+from dvbench.harness.artifacts import canonical, read_safetensors, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
-from dvbench.harness.work import WorkFiles
+from dvbench.harness.work import Shards, WorkFiles
 
 if TYPE_CHECKING:
     from dvbench.harness.lm.ekfac import Factors
@@ -50,7 +58,7 @@ class EkfacValuator(Valuator):
     """Influence functions with EK-FAC: anchor gradients preconditioned by the inverse curvature."""
 
     name = "ekfac"
-    version = "1.1.1"
+    version = "1.2.0"
     derived = ("aggregate", "per_anchor", "damping", "damping_factor", "max_gradient_gb")
 
     class Config(Config):
@@ -76,6 +84,10 @@ class EkfacValuator(Valuator):
                                                               "every pair is needed (the anchors' per-example "
                                                               "gradients of a group of layers, one layer's "
                                                               "transients); layers are grouped to fit.")
+        shard_size: int = Field(64, ge=1, description="Candidates per shard of the fit's passes and of the scoring: "
+                                                      "what a resumed run keeps and one unit of work (a Ray worker "
+                                                      "takes one at a time, so M / shard_size units keep that many "
+                                                      "workers busy). The fit's sums are added shard by shard.")
 
         @field_validator("labels", mode="before")
         @classmethod
@@ -87,44 +99,57 @@ class EkfacValuator(Valuator):
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "ekfac")
-        factors = self.factors(model, linears, candidates, task)
+        factors = self.factors(linears, candidates, task)
         damping = {name: factors.damping(name, factor=self.config.damping_factor, value=self.config.damping)
                    for name in linears}
 
         def precondition(name, gradients):
             return factors.inverse(name, gradients, damping[name])
 
-        loop = dict(batch_size=self.config.batch_size, progress=task.progress, label="ekfac")
+        loop = dict(batch_size=self.config.batch_size, label="ekfac")
+        sharded = dict(shard_size=self.config.shard_size, shards=Shards(task.work, task.log))
+        scoring = self._scoring()  # the shards' names: entries sharing the work folder may score apart
         if self.config.aggregate == "mean" and not self.config.per_anchor:
-            mean = products.anchor_mean(model, linears, anchors, **loop)
+            mean = products.anchor_mean(model, linears, anchors, progress=task.progress, **loop)
             preconditioned = {name: precondition(name, g) for name, g in mean.items()}
             del factors, mean  # the candidates' loop needs neither: 1.6 GB on the embedded model's MLPs
-            return self.scores(task, products.candidate_dots(model, linears, preconditioned, candidates, **loop))
-        matrix = products.pair_matrix(model, linears, anchors, candidates, budget=self.config.max_gradient_gb * 2**30,
-                                      prepare=precondition, **loop)
+            return self.scores(task, products.sharded_dots(task, preconditioned, candidates, name=f"dots-{scoring}",
+                                                           **loop, **sharded))
+        matrix = products.pair_matrix(task, model, linears, anchors, candidates,
+                                      budget=self.config.max_gradient_gb * 2**30, name=f"pairs-{scoring}",
+                                      prepare=precondition, **loop, **sharded)
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
 
-    def factors(self, model, linears, candidates, task: ValuationTask) -> Factors:
+    def _scoring(self) -> str:
+        """What the scoring shards depend on beyond the fit: the damping and the layer groups."""
+        key = {k: getattr(self.config, k) for k in ("damping", "damping_factor", "max_gradient_gb")}
+        return hashlib.sha256(canonical(key).encode()).hexdigest()[:12]
+
+    def factors(self, linears, candidates, task: ValuationTask) -> Factors:
         """The factors saved in ``task.work`` if complete, else fitted (and saved phase by phase)."""
         from dvbench.harness.lm import ekfac
 
         labels = ekfac.draws(candidates, task.seed) if self.config.labels == "sampled" else None
-        fit = dict(labels=labels, batch_size=self.config.batch_size)
         files = WorkFiles(task.work, task.log)
+        fit = dict(labels=labels, batch_size=self.config.batch_size, shard_size=self.config.shard_size, files=files,
+                   executor=task.executor)
         bases = _bases(files.read(BASES, read_safetensors), linears)
         eigenvalues = files.read(EIGENVALUES, read_safetensors) if bases is not None else None
         if bases is None:
             with task.progress.task("ekfac covariance", len(candidates), "candidates") as advance:
-                covs = ekfac.covariances(model, candidates, linears, advance=advance, **fit)
+                covs = ekfac.covariances(task.model, task.tracked, candidates, advance=advance, **fit)
             with task.progress.task("ekfac eigendecomposition", len(covs), "layers") as advance:
                 bases = ekfac.eigenbases(covs, advance)
             del covs
-            tensors = {f"{name}.{kind}": q for name, pair in bases.items() for kind, q in zip(("activations", "gradients"), pair)}
+            tensors = {f"{name}.{kind}": q for name, pair in bases.items() for kind, q in zip(ekfac.KINDS, pair)}
             files.write(BASES, lambda tmp: write_safetensors(tmp, tensors))
+            files.remove(ekfac.COVARIANCE_SUMS)  # summed into the bases: 1 GB on the embedded model's MLPs
         if eigenvalues is None or set(eigenvalues) != set(linears):
             with task.progress.task("ekfac eigenvalue correction", len(candidates), "candidates") as advance:
-                eigenvalues = ekfac.corrected_eigenvalues(model, candidates, linears, bases, advance=advance, **fit)
+                eigenvalues = ekfac.corrected_eigenvalues(task.model, task.tracked, candidates, bases,
+                                                          advance=advance, **fit)
             files.write(EIGENVALUES, lambda tmp: write_safetensors(tmp, eigenvalues))
+            files.remove(ekfac.EIGENVALUE_SUMS)
         return ekfac.Factors(bases, eigenvalues)
 
 

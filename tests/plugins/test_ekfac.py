@@ -5,6 +5,7 @@ and the exact Gauss–Newton matrix from full Jacobians."""
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from scipy.stats import spearmanr
 
 from dvbench.harness.config import ConfigError
@@ -17,6 +18,8 @@ from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.spec import load_spec
 from dvbench.harness.testing import check_valuator
+from dvbench.harness.executor import LocalExecutor
+from dvbench.harness.work import BLOCKS, WorkFiles
 from dvbench.plugins.valuators import ekfac as plugin
 from dvbench.plugins.valuators.ekfac import EkfacValuator
 from dvbench.plugins.valuators.grad_ip import GradIpValuator
@@ -88,13 +91,14 @@ def _kronecker_solve(bases, eigenvalues, damping, vectors):
     return torch.linalg.solve(matrix, flat).T.reshape(vectors.shape)
 
 
-@pytest.mark.parametrize("labels", ["true", "sampled"])
-def test_factors_equal_their_definitions(setup, task, labels):
+@pytest.mark.parametrize("labels, shard_size", [("true", 64), ("sampled", 64), ("sampled", 7)])
+def test_factors_equal_their_definitions(setup, task, labels, shard_size):
+    """One shard, or four (7, 7, 7, 3 candidates) whose sums are added on the driver: the same
+    definitions, computed here one unpadded sequence at a time."""
     model, candidates, _ = setup
-    linears = tracked_linears(model, task.tracked)
     draws = ekfac.draws(candidates, task.seed) if labels == "sampled" else None
-    fit = dict(labels=draws, batch_size=5)  # batches mix lengths: padding must not count
-    covs = ekfac.covariances(model, candidates, linears, advance=lambda n: None, **fit)
+    fit = dict(labels=draws, batch_size=5, shard_size=shard_size, files=WorkFiles(None))  # batches mix lengths
+    covs = ekfac.covariances(task.model, task.tracked, candidates, advance=lambda n: None, **fit)
     terms = [_explicit(model, s, None if draws is None else draws[i]) for i, s in enumerate(candidates)]
     tokens = sum(len(s.ids) for s in candidates)
     a_cov = sum(a.T @ a for a, _, _ in terms) / tokens
@@ -109,7 +113,8 @@ def test_factors_equal_their_definitions(setup, task, labels):
         off_diagonal = rotated - torch.diag(torch.diagonal(rotated))
         assert off_diagonal.abs().max() < 1e-12 * cov.abs().max()
 
-    eigenvalues = ekfac.corrected_eigenvalues(model, candidates, linears, bases, advance=lambda n: None, **fit)
+    eigenvalues = ekfac.corrected_eigenvalues(task.model, task.tracked, candidates, bases, advance=lambda n: None,
+                                              **fit)
     q_a, q_s = bases[LAYER]
     expected = sum((q_s.T @ grad @ q_a) ** 2 for _, _, grad in terms) / len(candidates)
     torch.testing.assert_close(eigenvalues[LAYER], expected, rtol=1e-9, atol=0)
@@ -117,7 +122,7 @@ def test_factors_equal_their_definitions(setup, task, labels):
 
 def test_inverse_equals_explicit_kronecker_inverse(setup, task):
     model, candidates, anchors = setup
-    factors = _ekfac().factors(model, tracked_linears(model, task.tracked), candidates, task)
+    factors = _ekfac().factors(tracked_linears(model, task.tracked), candidates, task)
     vectors = torch.stack([_explicit(model, x)[2] for x in anchors])
     damping = factors.damping(LAYER, factor=0.1)
     assert damping == pytest.approx(0.1 * factors.eigenvalues[LAYER].mean().item())
@@ -127,7 +132,7 @@ def test_inverse_equals_explicit_kronecker_inverse(setup, task):
 
 def test_scores_are_preconditioned_anchor_gradients_dotted(setup, task):
     model, candidates, anchors = setup
-    factors = _ekfac().factors(model, tracked_linears(model, task.tracked), candidates, task)
+    factors = _ekfac().factors(tracked_linears(model, task.tracked), candidates, task)
     damping = factors.damping(LAYER, factor=0.1)
     anchor_grads = torch.stack([_explicit(model, x)[2] for x in anchors])
     candidate_grads = torch.stack([_explicit(model, z)[2] for z in candidates])
@@ -226,8 +231,8 @@ def test_factors_are_saved_reused_and_resumed(task, tmp_path, monkeypatch):
     work = ValuationTask(task.candidates, task.anchors, task.model, seed=task.seed, template=task.template,
                          tracked=task.tracked, work=tmp_path / "work")
     first = _ekfac().score(work)
-    assert sorted(p.name for p in work.work.iterdir()) == [plugin.BASES, plugin.BASES + ".sha256", plugin.EIGENVALUES,
-                                                           plugin.EIGENVALUES + ".sha256"]
+    assert sorted(p.name for p in work.work.iterdir() if not p.name.startswith("dots-")) == [  # the running sums gone
+        plugin.BASES, plugin.BASES + ".sha256", plugin.EIGENVALUES, plugin.EIGENVALUES + ".sha256"]
 
     def refit(*args, **kwargs):
         raise AssertionError("refitted saved factors")
@@ -241,6 +246,53 @@ def test_factors_are_saved_reused_and_resumed(task, tmp_path, monkeypatch):
     (work.work / plugin.EIGENVALUES).unlink()  # interrupted after the eigendecomposition
     monkeypatch.setattr(ekfac, "covariances", refit)
     assert np.array_equal(_ekfac().score(work).values, first.values)
+
+
+def test_sharding_does_not_change_the_scores(task):
+    """Four shards of the fit and the scoring (7, 7, 7, 3 candidates) against one: the same up to
+    the order of the sums."""
+    one = _ekfac(batch_size=5).score(task)
+    four = _ekfac(batch_size=5, shard_size=7).score(task)
+    np.testing.assert_allclose(four.values, one.values, rtol=1e-9)
+    pairs = _ekfac(batch_size=5, shard_size=7, aggregate="fraction_positive").score(task)
+    np.testing.assert_allclose(pairs.per_anchor.mean(axis=0), one.values, rtol=1e-9)
+
+
+class Stopping(LocalExecutor):
+    """In process, in order, recording each unit's size; raises :class:`KeyboardInterrupt` in
+    place of unit number ``stop`` (from 0) of the first map whose units it counts to it."""
+
+    def __init__(self, stop=None):
+        self.stop, self.sizes = stop, []
+
+    def map(self, fn, units):
+        for unit in units:
+            if len(self.sizes) == self.stop:
+                raise KeyboardInterrupt
+            self.sizes.append(len(unit))
+            yield fn(unit)
+
+
+@pytest.mark.parametrize("stop", [2, 6])  # 4 shards a pass: in the covariance pass; in the eigenvalue correction
+def test_a_pass_interrupted_resumes_from_its_running_sum_to_the_same_bytes(task, tmp_path, stop):
+    def run(folder, executor):
+        work = ValuationTask(task.candidates, task.anchors, task.model, seed=task.seed, template=task.template,
+                             tracked=task.tracked, work=folder, executor=executor)
+        return _ekfac(batch_size=5, shard_size=7).score(work)
+
+    whole = run(tmp_path / "whole", LocalExecutor())
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", Stopping(stop))
+    running = ekfac.EIGENVALUE_SUMS if stop > 4 else ekfac.COVARIANCE_SUMS
+    assert safe_open(str(tmp_path / "cut" / running), "pt").get_tensor(BLOCKS).item() == 2  # shards summed
+    resumed = Stopping()
+    again = run(tmp_path / "cut", resumed)
+    passes_after = 2 if running == ekfac.COVARIANCE_SUMS else 1  # the correction and the scoring, or the scoring
+    assert resumed.sizes == [7, 3] + [7, 7, 7, 3] * passes_after  # the cut pass's last two shards, then the rest
+    assert again.values.tobytes() == whole.values.tobytes()
+    for name in (plugin.BASES, plugin.EIGENVALUES):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not (tmp_path / "cut" / running).exists()
 
 
 def test_contract(task):
