@@ -103,6 +103,39 @@ def test_a_run_on_ray_writes_the_local_runs_bytes(tmp_path, tiny_model_dir, loca
     _same(local, tmp_path / "out")
 
 
+def _gradient_spec(folder: Path, model: Path) -> Path:
+    """grad_ip and ekfac, each on its mean path and its pairs path (one layer a group), 24
+    candidates in shards of 10 (10, 10, 4): EK-FAC's fitting passes too."""
+    pairs = {"aggregate": "fraction_positive", "max_gradient_gb": 1e-6}
+    valuators = {f"{use}{suffix}": {"use": use, "shard_size": 10, **extra}
+                 for use in ("grad_ip", "ekfac") for suffix, extra in (("", {}), ("-pairs", pairs))}
+    spec = {"name": "ray-gradients", "model": {"name": str(model), "threads": 1}, "template": {"name": "plain"},
+            "data": {"generated": {"candidates": 24, "anchors": 3, "eval": 0}}, "valuators": valuators}
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return folder / "spec.yaml"
+
+
+@pytest.mark.ray
+def test_gradient_valuators_on_ray_write_the_local_runs_bytes(tmp_path, tiny_model_dir, dvbench):
+    """Their candidate shards, and EK-FAC's partial sums added on the driver, on 2 workers."""
+    pytest.importorskip("ray")
+    from dvbench.harness.cli import main
+
+    spec = _gradient_spec(tmp_path, tiny_model_dir)
+    assert main(["run", str(spec), "--out", str(tmp_path / "local")]) == 0
+    ran = dvbench("run", spec, "--out", tmp_path / "ray", "--set", "execution.backend=ray",
+                  "--set", "execution.workers=2")
+    assert ran.returncode == 0, ran.stderr
+    groups = len(list((tmp_path / "local").glob("work/grad_ip-*/pairs-g*-00000000.npz")))
+    units = 3 + 3 * groups + 3 * 3 + 3 * groups  # grad_ip's; ekfac's fit (two passes) and scoring, its pairs'
+    assert groups > 1 and f"ray: {units} unit(s) ran on 2 worker(s) of a local Ray" in ran.stderr
+    left, right = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert sorted(left) == sorted(right)
+    assert [name for name in left if left[name] != right[name]] == []
+    assert sum(name.startswith("scores/") and name.endswith(".parquet") for name in left) >= 4
+    assert any(name.endswith("eigenvalues.safetensors") for name in left)
+
+
 @pytest.mark.ray
 def test_an_unreachable_cluster_is_one_line_naming_its_address(tmp_path, tiny_model_dir, dvbench):
     pytest.importorskip("ray")
