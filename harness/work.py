@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dvbench.harness.allocator import large_blocks_mapped
 from dvbench.harness.artifacts import read_npz, sha256_file, write_atomic, write_npz, write_text_atomic
 from dvbench.harness.executor import Executor, LocalExecutor
 
@@ -134,7 +135,9 @@ def running_sum(
         return total
     held = None  # the running sum, when there is no file to keep it in
     results = (executor or LocalExecutor()).map(compute, [items[start:start + size] for start in starts[done:]])
-    for count, partial in enumerate(results, start=done + 1):
+    count = done
+    for partial in results:  # not enumerate(): its reused result tuple would keep the last block's sums
+        count += 1
         _summed(files, name, partial, count, held)
         held = partial if files.folder is None or count == len(starts) else None
         del partial  # the next block runs with the sum in its file only
@@ -148,10 +151,12 @@ def _summed(files: WorkFiles, name: str, partial: dict[str, Any], count: int, he
 
     from dvbench.harness.artifacts import write_safetensors
 
-    if count > 1 and files.folder is None:
-        _add(partial, held.__getitem__)
-    elif count > 1 and files.read(name, lambda path: _add(partial, lambda key: _tensor(path, key))) is None:
-        raise RuntimeError(f"{files.folder / name}: the running sum was lost mid-pass; run the same command again")
+    with large_blocks_mapped():  # the sums' buffers go back to the system when freed, not to glibc's heap
+        if count > 1 and files.folder is None:
+            _add(partial, held.__getitem__)
+        elif count > 1 and files.read(name, lambda path: _add(partial, lambda key: _tensor(path, key))) is None:
+            raise RuntimeError(f"{files.folder / name}: the running sum was lost mid-pass; run the same command "
+                               "again")
     files.write(name, lambda tmp: write_safetensors(tmp, {**partial, BLOCKS: torch.tensor(count)}))
 
 
