@@ -16,16 +16,24 @@ line naming the knob and what to set. The sizes a unit ran at come back with its
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
+from pydantic import PlainValidator
 
-from pydantic import Field
-
+from dvbench.harness.config import TypeText
 from dvbench.harness.errors import InputError
 
 AUTO = "auto"
-BatchSize = Annotated[int, Field(ge=1)] | Literal["auto"]  # what a batch-size knob accepts
+
+
+def _batch_size(value: Any) -> int | str:
+    if value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"a batch size is an integer ≥ 1 or {AUTO!r}")
+
+
+BatchSize = Annotated[int | str, PlainValidator(_batch_size), TypeText("integer ≥ 1 or `auto`")]
 T = TypeVar("T")
 
 

@@ -62,8 +62,9 @@ class FullFinetune(Trainer):
     class Config(Config):
         learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
         epochs: int = Field(1, ge=1, description="Passes over the subset.")
-        batch_size: int = Field(8, ge=1, description="Examples per micro-batch: an optimizer step takes "
-                                                     "`batch_size × gradient_accumulation`.")
+        batch_size: int = Field(8, ge=1, description="An optimizer step takes `batch_size × "
+                                                     "gradient_accumulation` examples, `batch_size` per forward "
+                                                     "and backward unless `micro_batch_size` says otherwise.")
         gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
         micro_batch_size: BatchSize | None = Field(
             None, description="Examples per forward and backward, if not `batch_size`: memory only, the steps "
