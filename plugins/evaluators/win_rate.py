@@ -99,7 +99,7 @@ class WinRate(Evaluator):
         examples = list(task.examples)
         if not examples:
             raise InputError("win_rate needs an eval set; give data.eval")
-        outputs = self.responses(task.model, examples, task, "responses")
+        outputs = self.responses(task.model, task.model_folder, examples, task, "responses")
         baseline = self.baseline(examples, task)
         base = "baseline_output" if self.config.baseline == "baseline_output" else Path(task.base.source).name
         model_outputs = _outputs(examples, outputs, Path(task.model.source).name)
@@ -130,19 +130,18 @@ class WinRate(Evaluator):
             return [str(e.meta["baseline_output"]) for e in examples]
         key = (task.base, tuple(e.id for e in examples), task.template, task.seed)
         if key not in self._baseline:
-            self._baseline[key] = self.responses(task.base, examples, task, "baseline responses")
+            self._baseline[key] = self.responses(task.base, None, examples, task, "baseline responses")
         return self._baseline[key]
 
-    def responses(self, ref: ModelRef, examples, task: EvalTask, what: str) -> list[str]:
-        """``ref``'s responses, batch by batch on the task's executor (the fine-tuned model read
-        from ``task.model_folder`` there)."""
+    def responses(self, ref: ModelRef, folder: Folder | None, examples, task: EvalTask, what: str) -> list[str]:
+        """``ref``'s responses, batch by batch on the task's executor, each unit reading the model
+        from ``folder`` where it runs, when given."""
         from dvbench.harness.lm.generate import batches
         from dvbench.harness.lm.models import load_tokenizer
         from dvbench.harness.lm.tokens import Encoder
 
         encoder = Encoder(load_tokenizer(ref), task.template)
         prompts = [encoder.prompt(e, room=self.config.max_new_tokens) for e in examples]
-        folder = task.model_folder if ref == task.model else None
         order = batches(prompts, self.config.batch_size)
         responses = [""] * len(prompts)
         with task.progress.task(f"win_rate {what}", len(prompts), "prompts") as advance:
