@@ -61,7 +61,7 @@ class Elsewhere(LocalExecutor):
         self.out, self.scratch, self.units = out, scratch, []
 
     def _unaware(self, *shipped) -> None:
-        assert str(self.out).encode() not in cloudpickle.dumps(shipped)
+        assert self.out.name.encode() not in cloudpickle.dumps(shipped)  # as a string or a path's parts
 
     def map(self, fn, units):
         units = list(units)
@@ -96,7 +96,7 @@ def test_fine_tunes_and_evaluations_elsewhere_write_the_local_runs_bytes(tmp_pat
                            "wins": {"use": "win_rate", "judge": "reference", "max_new_tokens": 3, "batch_size": 2}},
             "ground_truth": {"subsets": 3, "removal": []}, "leaderboard": {"bootstrap": 10}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    local, there, scratch = tmp_path / "local", tmp_path / "there", tmp_path / "scratch"
+    local, there, scratch = tmp_path / "local", tmp_path / "output-folder-3f9c1e", tmp_path / "scratch"
     scratch.mkdir()
     Runner(load_spec(tmp_path / "spec.yaml"), local, log=lambda line: None).run()
     elsewhere = Elsewhere(there, scratch)
