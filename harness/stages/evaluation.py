@@ -90,8 +90,9 @@ def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
 
     def run(unit: Evaluation, folder: Folder, executor: Executor = LocalExecutor(),
             source: Path | None = None) -> tuple[dict, dict]:
-        """``unit``, its model read from ``folder`` (from ``source`` here, ``folder`` left to the
-        evaluator's own units on ``executor``)."""
+        """``unit`` measured, as a unit of work reading its model from ``folder`` where it runs; or
+        here (an evaluator that hands its own units), reading it from ``source`` and handing
+        ``folder`` to its units on ``executor``."""
         advance(0, unit.label)
         tuned = ModelRef(str(source or folder.path()), dtype=base.dtype, threads=base.threads, device=base.device)
         task = EvalTask(tuned, base, eval_set, seed=seed, template=template, progress=progress, executor=executor,
