@@ -80,9 +80,11 @@ class GradStoreValuator(Valuator):
         sizes = Sizes.of(self.config, {"batch_size": SHARD}, device=task.model.device, what="valuators.grad_store",
                          log=task.log)
         with task.progress.task("grad_store candidates", len(candidates), "candidates") as advance:
+            ref, tracked = task.model, task.tracked  # what a unit needs, not the whole task
+
             def build(block):  # a unit of work: the model from this process's resident copy, not a capture
-                here = resident(task.model)[0]
-                layers = tracked_linears(here, task.tracked)
+                here = resident(ref)[0]
+                layers = tracked_linears(here, tracked)
                 rows = sizes.run(lambda counted: projection.project(here, block, layers, matrices, advance=counted,
                                                                     batch_size=sizes["batch_size"]), advance)
                 return {"rows": rows.numpy()}

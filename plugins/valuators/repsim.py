@@ -63,9 +63,11 @@ class RepsimValuator(Valuator):
                          log=task.log)
 
         with task.progress.task("repsim", len(task.anchors) + len(task.candidates), "sequences") as advance:
+            ref = task.model  # what a unit needs, not the whole task
+
             def states(examples) -> dict[str, np.ndarray]:  # a unit of work: the resident model, not a capture
                 sequences = [encoder.training(e) for e in examples]
-                found = sizes.run(lambda counted: mean_hidden(resident(task.model)[0], sequences, advance=counted,
+                found = sizes.run(lambda counted: mean_hidden(resident(ref)[0], sequences, advance=counted,
                                                               batch_size=sizes["batch_size"], **options), advance)
                 return {"states": found, **sizes.record()}
 
