@@ -3,7 +3,9 @@
 ``with progress.task("icp pairs", total=n, unit="pairs") as advance: advance(k)``: ``k`` more
 done; ``advance(k, note)`` also says what is being done (shown beside the rate; ``advance(0,
 note)`` only says it). Tasks nest: a stage, and inside it a valuator's pairs or a model's steps.
-``progress.note(line)`` prints a one-line notice among the progress lines.
+``progress.note(line)`` prints a one-line notice among the progress lines;
+``progress.workers(alive, total)``, from a distributed executor while its units run, shows
+``alive/total workers`` beside the outermost task (``workers(None, total)`` when they are done).
 
 A unit of work may run on another process (a Ray worker, :mod:`dvbench.harness.ray_executor`)
 with the ``advance`` of its task inside it: pickled, an ``advance`` becomes a :class:`Relayed`
@@ -78,6 +80,9 @@ class Progress:
         """A one-line notice (the run's log); the quiet default prints it."""
         print(line)
 
+    def workers(self, alive: int | None, total: int) -> None:
+        """``alive`` of an executor's ``total`` workers can take units now (None: no units run)."""
+
 
 def reporter(console=None) -> Progress:
     """The display for ``console`` (default: stderr): live rows on a terminal, plain lines otherwise."""
@@ -146,6 +151,18 @@ class _Tracked(Progress):
         self._open: list[Meter] = []
         self._plan: dict[str, tuple[int | None, str]] = {}  # stage to come -> (units, the stage it is like)
         self._pace: dict[str, float] = {}  # finished stage -> seconds per unit
+        self._workers: tuple[int, int] | None = None  # (alive, total) while an executor's units run
+
+    def workers(self, alive: int | None, total: int) -> None:
+        shown = None if alive is None else (alive, total)
+        if shown != self._workers:
+            self._workers = shown
+            if self._open:
+                self.advanced(self._open[0])
+
+    def pool(self) -> str:
+        """``alive/total workers`` while a distributed executor's units run; else empty."""
+        return f"{self._workers[0]}/{self._workers[1]} workers" if self._workers else ""
 
     def expect(self, stage: str, units: int | None, like: str | None = None) -> None:
         self._plan[stage] = (units, like or stage)
@@ -230,7 +247,9 @@ class LineProgress(_Tracked):
     def advanced(self, meter: Meter) -> None:
         if meter.now - self._last >= self._every:
             self._last = meter.now
-            self._write(" › ".join(m.line() for m in self._open) + "".join(f"; {eta}" for eta in [self.run_eta()] if eta))
+            lines = [m.line() for m in self._open]
+            lines[0] += "".join(f", {pool}" for pool in [self.pool()] if pool)
+            self._write(" › ".join(lines) + "".join(f"; {eta}" for eta in [self.run_eta()] if eta))
 
     def closed(self, meter: Meter, outermost: bool) -> None:
         if outermost and meter.total:
@@ -282,4 +301,4 @@ class RichProgress(_Tracked):
 
     def _fields(self, meter: Meter) -> dict:
         return {"count": meter.count(), "rate": meter.rate(), "eta": meter.eta(), "note": meter.note,
-                "run": self.run_eta() if meter is self._open[0] else ""}
+                "run": ", ".join(p for p in (self.pool(), self.run_eta()) if p) if meter is self._open[0] else ""}

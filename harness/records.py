@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dvbench.harness.executor import Executor, LocalExecutor
+from dvbench.harness.executor import Executor, Folder, LocalExecutor
 from dvbench.harness.progress import Progress
 from dvbench.harness.template import Template
 
@@ -116,7 +116,13 @@ class TrainingTask:
 @dataclass(frozen=True)
 class EvalTask:
     """What an evaluator measures: ``model`` (fine-tuned) on ``examples``, against ``base`` (the
-    model it started from), with the template every role shares."""
+    model it started from), with the template every role shares.
+
+    ``executor`` runs the evaluator's own units of work (an evaluator that sets ``hands_units``);
+    a unit that may run on another machine loads the fine-tuned model from
+    ``model_folder.path()`` (``model``'s folder wherever the unit runs; None: ``model`` as it is)
+    and the base model from ``base``.
+    """
 
     model: ModelRef
     base: ModelRef
@@ -124,6 +130,8 @@ class EvalTask:
     seed: int = 0
     template: Template = Template()
     progress: Progress = field(default_factory=Progress, compare=False)
+    executor: Executor = field(default_factory=LocalExecutor, compare=False)
+    model_folder: Folder | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

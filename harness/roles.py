@@ -111,9 +111,16 @@ class Trainer(Plugin):
 
 
 class Evaluator(Plugin):
-    """Measures a model on an eval set."""
+    """Measures a model on an eval set.
+
+    ``hands_units``: False (the default), each evaluation of a model is a unit of work of the
+    run's executor; True, :meth:`evaluate` runs in the driver and hands its own units to
+    ``task.executor`` (win_rate's generation batches), reaching the fine-tuned model inside them
+    through ``task.model_folder``.
+    """
 
     role = "evaluator"
+    hands_units: ClassVar[bool] = False
 
     @abc.abstractmethod
     def evaluate(self, task: EvalTask) -> EvalResult:

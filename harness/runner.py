@@ -54,7 +54,8 @@ class Runner:
     def __init__(self, spec: Spec, out: Path | None = None, progress: Progress | None = None, log=print,
                  executor: Executor | None = None):
         out = Path(out or spec.settings.output_dir or Path("runs") / spec.name)
-        self.ctx = RunContext(spec, ArtifactStore(out), progress or Progress(), log, executor or _executor(spec, log))
+        progress = progress or Progress()
+        self.ctx = RunContext(spec, ArtifactStore(out), progress, log, executor or _executor(spec, log, progress))
 
     @property
     def out(self) -> Path:
@@ -184,14 +185,14 @@ class Runner:
         write_text_atomic(self.out / "run.json", json_text(record, indent=2))
 
 
-def _executor(spec: Spec, log) -> Executor:
+def _executor(spec: Spec, log, progress: Progress) -> Executor:
     """The spec's ``execution.backend``: this process, or Ray workers (ray imported when used)."""
     execution = spec.settings.execution
     if execution.backend == "local":
         return LocalExecutor()
     from dvbench.harness.ray_executor import RayExecutor
 
-    return RayExecutor(execution, log)
+    return RayExecutor(execution, log, progress)
 
 
 def _timestamp(seconds: float) -> str:

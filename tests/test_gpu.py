@@ -103,3 +103,32 @@ def test_a_role_on_the_device_matches_its_float64_cpu_reference(tiny_model_dir, 
     assert got.shape == expected.shape and np.isfinite(got).all()
     error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
     assert error <= (float32 if dtype == "float32" else bfloat16), f"{role} {dtype} on {device}: relative error {error:.2e}"
+
+
+@CUDA
+def test_auto_finds_a_batch_that_fits_a_real_cuda_device(tiny_model_dir):
+    """On CUDA, ``auto`` starts at the unit's ceiling; a real out-of-memory error (an allocation
+    larger than the device) is recognised and backed off from, and icp's scores equal those at a
+    fixed small batch."""
+    from dvbench.harness.lm.batching import Sizes, out_of_memory
+
+    free, _ = torch.cuda.mem_get_info()
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        torch.empty(2 * free, dtype=torch.uint8, device="cuda")
+    assert out_of_memory(caught.value)
+    sizes = Sizes({"batch_size": ("auto", 8, 1024)}, device="cuda:0", what="test")
+    tries = []
+
+    def unit(advance):  # needs 2 * free bytes for each row above 64: runs out of memory on the device
+        tries.append(sizes["batch_size"])
+        if sizes["batch_size"] > 64:
+            torch.empty(2 * free, dtype=torch.uint8, device="cuda")
+        return sizes["batch_size"]
+
+    assert sizes.run(unit) == 64 and tries == [1024, 512, 256, 128, 64]
+    ref = ModelRef(str(tiny_model_dir), dtype="float32", device="cuda:0")
+    task = ValuationTask(DATA["candidates"], DATA["anchors"], ref, seed=1, template=TEMPLATE)
+    auto = IcpValuator(IcpValuator.Config(batch_size="auto", max_batch_tokens="auto")).score(task)
+    fixed = IcpValuator(IcpValuator.Config(batch_size=2)).score(task)
+    assert auto.stats["batch_size"] == 64 * len(DATA["anchors"])  # a shard's pairs: it fits
+    np.testing.assert_allclose(auto.per_anchor, fixed.per_anchor, rtol=0, atol=1e-5)

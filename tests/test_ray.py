@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from dvbench.harness.errors import InputError
+from dvbench.harness.progress import Progress
 from dvbench.harness.spec import load_spec
 
 SKIPPED = {"run.json", ".lock"}
@@ -167,14 +168,58 @@ def _busy_workers() -> list[int]:
     return found
 
 
+class _Workers(Progress):
+    """A quiet display that keeps what the executor said of its workers."""
+
+    def __init__(self):
+        self.seen = []
+
+    def workers(self, alive, total):
+        self.seen.append((alive, total))
+
+    def __reduce__(self):  # as a display travels to a worker: a quiet one
+        return Progress, ()
+
+
+@pytest.mark.ray
+def test_fine_tunes_and_evaluations_on_ray_are_handed_no_path_of_the_output_folder(tmp_path, tiny_model_dir,
+                                                                                  ray_session):
+    """Fine-tunes, loss and win-rate evaluations (win_rate's batches its own units) and the ground
+    truth's losses, on workers that are never handed the output folder's path (nothing pickled to
+    them names it): the driver writes every file, the local run's bytes."""
+    from dvbench.harness.ray_executor import RayExecutor
+    from dvbench.harness.runner import Runner
+
+    class Unaware(RayExecutor):
+        def map(self, fn, units):
+            units = list(units)
+            assert out.name.encode() not in ray_session.cloudpickle.dumps((fn, units))  # a string or a path's parts
+            self.handed.append(len(units))
+            return super().map(fn, units)
+
+    path = _spec(tmp_path, tiny_model_dir, candidates=16, valuators={"random": {"use": "random"}},
+                 evaluation={"loss": {"use": "loss"},
+                             "wins": {"use": "win_rate", "judge": "reference", "max_new_tokens": 3, "batch_size": 2}},
+                 ground_truth={"subsets": 3, "removal": []}, leaderboard={"bootstrap": 10})
+    Runner(load_spec(path), tmp_path / "local", log=lambda line: None).run()
+    spec, out, display = load_spec(path, overrides=["execution.backend=ray"]), tmp_path / "output-folder-3f9c1e", _Workers()
+    executor = Unaware(spec.settings.execution, lambda line: None, display)
+    executor.handed = []
+    Runner(spec, out, progress=display, log=lambda line: None, executor=executor).run()
+    _same(tmp_path / "local", out)
+    # training, 2 loss evaluations, win_rate's 2 batches of the tuned model and 2 of the base, retraining, losses
+    assert executor.handed == [1, 1, 2, 2, 3, 4]
+    assert (2, 2) in display.seen and display.seen[-1] == (None, 2)
+
+
 @pytest.mark.ray
 def test_workers_killed_mid_unit_leave_the_same_results(tmp_path, tiny_model_dir, local, ray_session):
     from dvbench.harness.ray_executor import RayExecutor
     from dvbench.harness.runner import Runner
 
     spec = load_spec(_spec(tmp_path, tiny_model_dir), overrides=["execution.backend=ray"])
-    out, notes = tmp_path / "out", []
-    executor = RayExecutor(spec.settings.execution, notes.append)
+    out, notes, display = tmp_path / "out", [], _Workers()
+    executor = RayExecutor(spec.settings.execution, notes.append, display)
     run = threading.Thread(target=Runner(spec, out, log=notes.append, executor=executor).run)
     run.start()
     deadline, killed = time.time() + 120, []
@@ -189,6 +234,7 @@ def test_workers_killed_mid_unit_leave_the_same_results(tmp_path, tiny_model_dir
     assert not run.is_alive()
     assert (out / "run.json").is_file()
     _same(local, out)
+    assert (2, 2) in display.seen and any(alive is not None and alive < 2 for alive, _ in display.seen)
 
 
 @pytest.mark.ray

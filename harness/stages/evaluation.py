@@ -6,15 +6,22 @@
                                        model_outputs.json, reference_outputs.json, annotations.json)
     evaluations/<evaluator>.parquet    trainer, selection, valuator, subset, model, eval_subset,
                                        metric, value (eval_subset "all": the whole eval set)
+
+A unit reaches its fine-tuned model through the executor (``ship``: on Ray a copy on its
+worker, sent once per model), never through the output folder. An evaluator that hands its own
+units (``hands_units``: win_rate) runs here instead, with the executor in its task.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from dvbench.harness.artifacts import fingerprint
+from dvbench.harness.executor import Executor, Folder, LocalExecutor
 from dvbench.harness.records import EvalTask, Example, ModelRef
 from dvbench.harness.spec import Use
 from dvbench.harness.stages.context import RunContext
@@ -76,20 +83,31 @@ def _measure(ctx: RunContext, eval_set: tuple[Example, ...], model: Model,
         elif why != "not computed yet":
             ctx.log(f"{unit.artifact}: measuring again, {why}")
     pending = [unit for unit in units if (unit.use.label, unit.model) not in results]
-    base = model.ref
     if results:
         ctx.log(f"evaluation: {len(results)} of {len(units)} evaluations already measured, reused")
+    folders = {name: ctx.executor.ship(ctx.store.path(f"models/{name}")) for name in sorted({u.model for u in pending})}
+    base, seed, template, progress = model.ref, ctx.seed, ctx.spec.template, ctx.progress
 
-    def run(unit: Evaluation) -> tuple[dict, dict]:
+    def run(unit: Evaluation, folder: Folder, executor: Executor = LocalExecutor(),
+            source: Path | None = None) -> tuple[dict, dict]:
+        """``unit`` measured, as a unit of work reading its model from ``folder`` where it runs; or
+        here (an evaluator that hands its own units), reading it from ``source`` and handing
+        ``folder`` to its units on ``executor``."""
         advance(0, unit.label)
-        tuned = ModelRef(str(ctx.store.path(f"models/{unit.model}")), dtype=base.dtype, threads=base.threads,
-                         device=base.device)
-        result = unit.use.plugin.evaluate(EvalTask(tuned, base, eval_set, seed=ctx.seed, template=ctx.spec.template,
-                                                   progress=ctx.progress))
+        tuned = ModelRef(str(source or folder.path()), dtype=base.dtype, threads=base.threads, device=base.device)
+        task = EvalTask(tuned, base, eval_set, seed=seed, template=template, progress=progress, executor=executor,
+                        model_folder=folder)
+        result = unit.use.plugin.evaluate(task)
         return {"all": dict(result.metrics), **{k: dict(v) for k, v in result.by_subset.items()}}, dict(result.files)
 
+    here = [unit for unit in pending if unit.use.plugin.hands_units]  # they hand their own units to the executor
+    units_of_work = [unit for unit in pending if not unit.use.plugin.hands_units]
     with ctx.progress.task("evaluation", len(pending), "evaluations") as advance:
-        for unit, (metrics, files) in zip(pending, ctx.executor.map(run, pending)):
+        measured = zip(units_of_work, ctx.executor.map(lambda item: run(*item),
+                                                       [(unit, folders[unit.model]) for unit in units_of_work]))
+        driven = ((unit, run(unit, folders[unit.model], ctx.executor, ctx.store.path(f"models/{unit.model}")))
+                  for unit in here)
+        for unit, (metrics, files) in itertools.chain(measured, driven):
             ctx.store.save_json(unit.artifact, unit.producer, metrics, beside=files)
             results[(unit.use.label, unit.model)] = metrics
             advance(1)

@@ -9,7 +9,8 @@
 
 Each fine-tune is a unit of work of the training stage (content-named under ``models/``, so a
 subset trained once serves every later run and every valuator), and so is each measurement:
-``L(θ, x)`` of every anchor under each model, and under the base model.
+``L(θ, x)`` of every anchor under each model, and under the base model (a unit reads its
+model from the folder the executor ships, never from the output folder).
 
     ground_truth/losses/<model>.metrics.json   one model's per-anchor losses (the anchors' order)
     ground_truth/losses.parquet                 model, kind (base | subset | removal | random),
@@ -24,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from dvbench.harness.artifacts import fingerprint
+from dvbench.harness.executor import Folder
 from dvbench.harness.ground_truth_tables import Bank, Removals
 from dvbench.harness.records import Example, ModelRef, Scores
 from dvbench.harness.stages import training
@@ -137,16 +139,19 @@ def _losses(ctx: RunContext, anchors: tuple[Example, ...], model: Model, names: 
         if saved is not None:
             found[name] = np.array(saved, dtype=np.float64)
     pending = [name for name in names if name not in found]
+    template = ctx.spec.template
 
-    def run(name: str) -> list[float]:
+    def run(folder: Folder | None) -> list[float]:
+        """The anchors' losses under the model in ``folder`` (None: the base model)."""
         from dvbench.harness.lm.losses import example_losses
 
-        ref = base if name == BASE else ModelRef(str(ctx.store.path(f"models/{name}")), dtype=base.dtype,
-                                                 threads=base.threads, device=base.device)
-        return example_losses(ref, anchors, ctx.spec.template).tolist()
+        ref = base if folder is None else ModelRef(str(folder.path()), dtype=base.dtype, threads=base.threads,
+                                                   device=base.device)
+        return example_losses(ref, anchors, template).tolist()
 
+    folders = [None if name == BASE else ctx.executor.ship(ctx.store.path(f"models/{name}")) for name in pending]
     with ctx.progress.task("ground-truth losses", len(pending), "models") as advance:
-        for name, values in zip(pending, ctx.executor.map(run, pending)):
+        for name, values in zip(pending, ctx.executor.map(run, folders)):
             ctx.store.save_json(f"ground_truth/losses/{name}", {**producer, "model": name}, values)
             found[name] = np.array(values, dtype=np.float64)
             advance(1)

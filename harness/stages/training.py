@@ -10,6 +10,10 @@ model is reused by the next run:
     models/<trainer>-<key>.json        its producer; .metrics.json: steps and losses
     work/<trainer>-<key>/              the trainer's checkpoints; an interrupted training resumes
     training/<trainer>.parquet         selection, valuator, subset, model, examples, steps, losses
+
+A fine-tune writes into the folder and the scratch folder its executor gives it
+(:meth:`~dvbench.harness.executor.Executor.map_into`): these two locally; on Ray, folders of its
+worker, the model's files written here by the driver (the checkpoints stay on the worker).
 """
 
 from __future__ import annotations
@@ -104,16 +108,17 @@ def fine_tune(ctx: RunContext, model: Model, units: list[FineTune], what: str = 
     pending = [unit for unit in units if unit.name not in metrics]
     if metrics:
         ctx.log(f"{what}: {len(metrics)} of {len(units)} models already trained, reused")
+    ref, seed, template, progress, log = model.ref, ctx.seed, ctx.spec.template, ctx.progress, ctx.log
+    folders = [(ctx.store.path(f"models/{unit.name}"), ctx.store.path(f"work/{unit.name}")) for unit in pending]
     with ctx.progress.task(what, len(pending), "models") as advance:
 
-        def run(unit: FineTune) -> dict:
+        def run(unit: FineTune, out, work) -> dict:
             advance(0, unit.label)
-            task = TrainingTask(model.ref, unit.examples, ctx.store.path(f"models/{unit.name}"), seed=ctx.seed,
-                                template=ctx.spec.template, progress=ctx.progress,
-                                work=ctx.store.path(f"work/{unit.name}"), log=ctx.log)
+            task = TrainingTask(ref, unit.examples, out, seed=seed, template=template, progress=progress, work=work,
+                                log=log)
             return dict(unit.use.plugin.train(task).metrics)
 
-        for unit, result in zip(pending, ctx.executor.map(run, pending)):
+        for unit, result in zip(pending, ctx.executor.map_into(run, pending, folders)):
             ctx.store.save_json(f"models/{unit.name}", unit.producer, result, folder=True)
             metrics[unit.name] = result
             advance(1)

@@ -2,7 +2,8 @@
 
 Each optimizer step takes ``batch_size × gradient_accumulation`` examples; its loss is the mean
 of their ``L`` (the mean answer NLL of the training sequence, as the valuators define it),
-accumulated over micro-batches of ``batch_size``. The gradient's norm is clipped to
+accumulated over micro-batches of ``batch_size`` (or ``micro_batch_size``, which changes only
+memory: :mod:`~dvbench.harness.lm.batching`). The gradient's norm is clipped to
 ``max_grad_norm``, then ``torch.optim.AdamW`` steps (betas 0.9 and 0.999, eps 1e-8,
 ``weight_decay``; with 0 it is Adam). The learning rate warms up linearly over
 ``ceil(warmup_ratio × steps)`` steps and then stays constant or decays linearly or by a cosine to
@@ -41,6 +42,7 @@ from dvbench.harness.artifacts import json_text, read_safetensors, write_safeten
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes
 from dvbench.harness.lm.models import load_model, quiet_bars, save_partial
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, TrainedModel, TrainingTask
@@ -60,8 +62,15 @@ class FullFinetune(Trainer):
     class Config(Config):
         learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
         epochs: int = Field(1, ge=1, description="Passes over the subset.")
-        batch_size: int = Field(8, ge=1, description="Examples per forward and backward (a micro-batch).")
+        batch_size: int = Field(8, ge=1, description="An optimizer step takes `batch_size × "
+                                                     "gradient_accumulation` examples, `batch_size` per forward "
+                                                     "and backward unless `micro_batch_size` says otherwise.")
         gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+        micro_batch_size: BatchSize | None = Field(
+            None, description="Examples per forward and backward, if not `batch_size`: memory only, the steps "
+                              "and their loss stay those of `batch_size × gradient_accumulation`. `auto`: a "
+                              "whole step at first on a GPU, halved while out of memory (the CPU: "
+                              "`batch_size`); the size used is in the model's metrics.")
         schedule: Literal["constant", "linear", "cosine"] = Field(
             "cosine", description="The learning rate after warm-up: constant, or decaying linearly or by a cosine "
                                   "to 0.")
@@ -94,12 +103,16 @@ class FullFinetune(Trainer):
         done, log = _resume(files, masters, optimizer)
         _round_into(params, masters)
         started, tokens = time.perf_counter(), 0
+        micro = self.config.micro_batch_size or self.config.batch_size
+        sizes = Sizes({"micro_batch_size": (micro, self.config.batch_size,
+                                            self.config.batch_size * self.config.gradient_accumulation)},
+                      device=task.model.device, what="trainers.full_finetune", log=task.log)
         with task.progress.task("fine-tune", len(plan), "steps") as advance:
             advance(done)
             for step in range(done, len(plan)):
                 for group in optimizer.param_groups:
                     group["lr"] = self.config.learning_rate * self.rate(step, len(plan))
-                loss = self.step(model, [sequences[i] for i in plan[step]], optimizer, params, masters)
+                loss = self.step(model, [sequences[i] for i in plan[step]], optimizer, params, masters, sizes)
                 tokens += sum(len(sequences[i].ids) for i in plan[step])
                 log.append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "loss": loss})
                 advance(1, f"loss {loss:.3f}, {tokens / (time.perf_counter() - started):.0f} tokens/s")
@@ -110,7 +123,8 @@ class FullFinetune(Trainer):
         return TrainedModel(ModelRef(str(task.out), dtype=task.model.dtype, threads=task.model.threads,
                                      device=task.model.device),
                             task.model, self.name, self.version, self.provenance()["config"],
-                            {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"]})
+                            {"steps": len(plan), "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"],
+                             "micro_batch_size": sizes["micro_batch_size"]})
 
     def trainable(self, model) -> dict:
         """The parameters to train, by name; every other parameter is frozen."""
@@ -148,31 +162,42 @@ class FullFinetune(Trainer):
         progress = (step - warmup) / max(1, total - warmup)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
-    def step(self, model, sequences, optimizer, params, masters=None) -> float:
-        """One optimizer step on ``sequences``: their mean ``L``, in micro-batches, stepping
-        ``masters`` (:func:`_masters`; default: ``params`` themselves). Returns the loss."""
+    def step(self, model, sequences, optimizer, params: dict, masters: dict, sizes: Sizes) -> float:
+        """One optimizer step on ``sequences``: their mean ``L``, in micro-batches of
+        ``sizes["micro_batch_size"]`` (backing off when one runs out of memory, the step's
+        gradient summed again from zero), stepping ``masters`` (:func:`_masters`). Returns the loss."""
         import torch
 
-        from dvbench.harness.lm.loglik import answer_losses, collate
-
-        masters = params if masters is None else masters
-        device = next(model.parameters()).device
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for start in range(0, len(sequences), self.config.batch_size):
-            batch = collate(sequences[start:start + self.config.batch_size], "right", device)
-            losses = answer_losses(model, batch)
-            (losses.sum() / len(sequences)).backward()
-            total += float(losses.detach().sum())
-            if masters is not params:  # each micro-batch's gradient summed in float32
-                for name, p in params.items():
-                    grad, p.grad = p.grad.to(masters[name].dtype), None
-                    masters[name].grad = grad if masters[name].grad is None else masters[name].grad.add_(grad)
+        total = sizes.run(lambda _: _accumulate(model, sequences, optimizer, params, masters,
+                                                sizes["micro_batch_size"]))
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(masters.values()), self.config.max_grad_norm)
         optimizer.step()
         _round_into(params, masters)
         return total / len(sequences)
+
+
+def _accumulate(model, sequences, optimizer, params: dict, masters: dict, micro: int) -> float:
+    """The gradient of ``sequences``' mean ``L`` in ``masters``' ``.grad`` (summed in float32
+    over micro-batches of ``micro`` where the masters are float32 copies), from zero; returns
+    the sum of their ``L``."""
+    from dvbench.harness.lm.loglik import answer_losses, collate
+
+    device = next(model.parameters()).device
+    optimizer.zero_grad(set_to_none=True)
+    for p in params.values():  # a half-done try's gradients, where the masters are copies
+        p.grad = None
+    total = 0.0
+    for start in range(0, len(sequences), micro):
+        batch = collate(sequences[start:start + micro], "right", device)
+        losses = answer_losses(model, batch)
+        (losses.sum() / len(sequences)).backward()
+        total += float(losses.detach().sum())
+        if masters is not params:  # each micro-batch's gradient summed in float32
+            for name, p in params.items():
+                grad, p.grad = p.grad.to(masters[name].dtype), None
+                masters[name].grad = grad if masters[name].grad is None else masters[name].grad.add_(grad)
+    return total
 
 
 def _masters(params: dict) -> dict:

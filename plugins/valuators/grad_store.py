@@ -31,6 +31,7 @@ from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.artifacts import canonical, fingerprint
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes, ran_at
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 from dvbench.harness.work import shard_blocks
@@ -65,7 +66,8 @@ class GradStoreValuator(Valuator):
         aggregate: Literal["mean", "max", "fraction_positive"] = Field(
             "mean", description="Over the anchors: `mean`; `max` (LESS); `fraction_positive`, the fraction of "
                                 "anchors with a positive product.")
-        batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
+        batch_size: BatchSize = Field(8, description="Sequences per forward and backward. `auto`: a shard's at "
+                                                      "first on a GPU, halved while out of memory (the CPU: 8).")
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm import products, projection, store  # torch: imported when scoring
@@ -75,23 +77,29 @@ class GradStoreValuator(Valuator):
         model, linears, anchors, candidates = products.gradient_inputs(task, "grad_store")
         matrices = projection.projections(linears, self.config.dims, self.config.seed, self.config.projection)
         spans = store.offsets(projection.layer_dims(linears, self.config.dims))
-        loop = dict(batch_size=self.config.batch_size)
+        sizes = Sizes.of(self.config, {"batch_size": SHARD}, device=task.model.device, what="valuators.grad_store",
+                         log=task.log)
         with task.progress.task("grad_store candidates", len(candidates), "candidates") as advance:
+            ref, tracked = task.model, task.tracked  # what a unit needs, not the whole task
+
             def build(block):  # a unit of work: the model from this process's resident copy, not a capture
-                here = resident(task.model)[0]
-                layers = tracked_linears(here, task.tracked)
-                return {"rows": projection.project(here, block, layers, matrices, **loop, advance=advance).numpy()}
+                here = resident(ref)[0]
+                layers = tracked_linears(here, tracked)
+                rows = sizes.run(lambda counted: projection.project(here, block, layers, matrices, advance=counted,
+                                                                    batch_size=sizes["batch_size"]), advance)
+                return {"rows": rows.numpy()}
 
             shards = shard_blocks(store.GradientStore(task.work, task.log), f"store-{self._digest(task, linears)}",
                                   candidates, build, size=SHARD, skipped=advance, executor=task.executor)
         with task.progress.task("grad_store anchors", len(anchors), "sequences") as advance:
-            rows = projection.project(model, anchors, linears, matrices, **loop, advance=advance).numpy()
+            rows = sizes.run(lambda counted: projection.project(model, anchors, linears, matrices, advance=counted,
+                                                                batch_size=sizes["batch_size"]), advance).numpy()
         damping = self.config.damping_factor if self.config.preconditioner == "gauss_newton" else None
         matrix = store.pair_products(rows, [s["rows"] for s in shards], spans, normalize=self.config.normalize,
                                      damping_factor=damping)
         width = rows.shape[1]
         return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix,
-                           stats={"dims": width, "bytes_per_candidate": width * rows.itemsize})
+                           stats={"dims": width, "bytes_per_candidate": width * rows.itemsize, **ran_at([sizes.record()])})
 
     def _digest(self, task: ValuationTask, linears) -> str:
         """What a store row depends on: the candidates, model, template, tracked layers, projection."""

@@ -35,12 +35,14 @@ from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes, ran_at
 from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.noise import noise_stats, rescoring_spread
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 
+AUTO_TOKENS = 2**20  # where max_batch_tokens: auto starts on a GPU
 
 
 class IcpValuator(Valuator):
@@ -55,12 +57,16 @@ class IcpValuator(Valuator):
         aggregate: Literal["indicator", "mean_difference"] = Field(
             "indicator", description="`indicator`: the fraction of anchors with `s_os > s_zs` (eq. 3, strict). "
                                      "`mean_difference`: the mean of `s_os − s_zs`.")
-        batch_size: int = Field(64, ge=1, description="(Candidate, anchor) pairs per batched forward; candidates "
-                                                      "are grouped to fill it. `64` suits a CPU; on a GPU, where "
-                                                      "small forwards are launch-bound, raise it (and "
-                                                      "`max_batch_tokens`), e.g. `512` and `262144`.")
-        max_batch_tokens: int = Field(16384, ge=1, description="Tokens per forward, the prefix's keys included: "
-                                                               "bounds memory whatever the number of anchors.")
+        batch_size: BatchSize = Field(64, description="(Candidate, anchor) pairs per batched forward; candidates "
+                                                       "are grouped to fill it. `64` suits a CPU; on a GPU, where "
+                                                       "small forwards are launch-bound, raise it (and "
+                                                       "`max_batch_tokens`), e.g. `512` and `262144`, or set "
+                                                       "both to `auto`: a shard's pairs at first, halved while "
+                                                       "out of memory (the CPU: 64).")
+        max_batch_tokens: BatchSize = Field(16384, description="Tokens per forward, the prefix's keys included: "
+                                                                "bounds memory whatever the number of anchors. "
+                                                                f"`auto`: {AUTO_TOKENS} at first on a GPU, halved "
+                                                                "while out of memory (the CPU: 16384).")
         padding_side: Literal["right", "left"] = Field("right", description="Where batches are padded; results "
                                                                             "do not depend on it.")
         prefix_cache: bool = Field(True, description="Share each demonstration's keys and values across anchors. "
@@ -77,7 +83,10 @@ class IcpValuator(Valuator):
         anchors, candidates = task.anchors, task.candidates
         if not anchors:
             raise InputError("icp needs at least one anchor; give data.anchors (or data.generated.anchors)")
-        zero = shards.get("zero_shot") or shards.put("zero_shot", self._zero_shot(model, encoder, anchors))
+        sizes = Sizes.of(self.config, {"batch_size": self.config.shard_size * len(anchors),
+                                       "max_batch_tokens": AUTO_TOKENS},
+                         device=task.model.device, what="valuators.icp", log=task.log)
+        zero = shards.get("zero_shot") or shards.put("zero_shot", self._zero_shot(model, encoder, anchors, sizes))
         floor = shards.get("noise_floor") or shards.put("noise_floor", self._noise_floor(model, encoder, anchors, zero))
         order = np.argsort([-len(encoder.zero_shot(x).ids) for x in anchors], kind="stable")
         with task.progress.task(f"icp {len(candidates)} x {len(anchors)}", len(candidates) * len(anchors),
@@ -87,12 +96,15 @@ class IcpValuator(Valuator):
             def one_shot(block) -> dict[str, np.ndarray]:  # a unit: it may run on a worker
                 from dvbench.harness.lm.oneshot import one_shot_loglik  # torch: imported when scoring
 
-                encoder.truncated.clear()
-                sums = one_shot_loglik(resident(ref)[0], encoder, block, anchors, order, zero_sum,
-                                       batch_size=config.batch_size, max_tokens=config.max_batch_tokens,
-                                       padding_side=config.padding_side, prefix_cache=config.prefix_cache,
-                                       advance=advance)
-                return {"one_shot_sum": sums, "truncated": _cuts(encoder)}
+                def run(advance):
+                    encoder.truncated.clear()
+                    return one_shot_loglik(resident(ref)[0], encoder, block, anchors, order, zero_sum,
+                                           batch_size=sizes["batch_size"], max_tokens=sizes["max_batch_tokens"],
+                                           padding_side=config.padding_side, prefix_cache=config.prefix_cache,
+                                           advance=advance)
+
+                sums = sizes.run(run, advance)
+                return {"one_shot_sum": sums, "truncated": _cuts(encoder), **sizes.record()}
 
             blocks = shard_blocks(shards, "one_shot", candidates, one_shot, size=self.config.shard_size,
                                   skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
@@ -100,19 +112,24 @@ class IcpValuator(Valuator):
         cut = zero["truncated"] + sum(b["truncated"] for b in blocks)
         difference = (one_shot_sum - zero["zero_shot_sum"][:, None]) / zero["answer_tokens"][:, None]  # s_os - s_zs
         stats = {**tie_stats(difference), **noise_stats(difference, float(floor["noise_floor"])),
+                 **ran_at([zero, *blocks]),
                  **{f"cut_{what}": int(n) for what, n in zip(("answers", "demonstrations", "queries"), cut)}}
         details = {"zero_shot_sum": zero["zero_shot_sum"], "answer_tokens": zero["answer_tokens"],
                    "one_shot_sum": one_shot_sum}
         return self.scores(task, over_anchors(difference, self.config.aggregate), difference, details=details,
                            stats=stats)
 
-    def _zero_shot(self, model, encoder: Encoder, anchors) -> dict[str, np.ndarray]:
+    def _zero_shot(self, model, encoder: Encoder, anchors, sizes: Sizes) -> dict[str, np.ndarray]:
         from dvbench.harness.lm.loglik import answer_loglik  # torch: imported when scoring, not at registration
 
-        encoder.truncated.clear()
-        result = answer_loglik(model, [encoder.zero_shot(x) for x in anchors], batch_size=self.config.batch_size,
-                               padding_side=self.config.padding_side)
-        return {"zero_shot_sum": result.sum, "answer_tokens": result.count, "truncated": _cuts(encoder)}
+        def run(advance):
+            encoder.truncated.clear()
+            return answer_loglik(model, [encoder.zero_shot(x) for x in anchors], batch_size=sizes["batch_size"],
+                                 padding_side=self.config.padding_side)
+
+        result = sizes.run(run)
+        return {"zero_shot_sum": result.sum, "answer_tokens": result.count, "truncated": _cuts(encoder),
+                **sizes.record()}
 
     def _noise_floor(self, model, encoder: Encoder, anchors, zero) -> dict[str, np.ndarray]:
         """Each anchor scored again alone against its batched zero-shot score."""

@@ -45,6 +45,7 @@ from dvbench.harness.work import Shards, shard_blocks
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes, ran_at
 from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.noise import noise_stats, rescoring_spread
 from dvbench.harness.lm.tokens import Encoder
@@ -69,7 +70,8 @@ class OneStepValuator(Valuator):
             "sgd", description="`sgd`: plain `θ − η∇L`. `adamw_beta0`, paper-faithful: the release's lit-gpt "
                                "step, `torch.optim.AdamW` with betas (0, 0) and weight decay 0.1 after clipping "
                                "the gradient's norm to 1.0.")
-        batch_size: int = Field(64, ge=1, description="Anchor sequences per forward.")
+        batch_size: BatchSize = Field(64, description="Anchor sequences per forward. `auto`: all the anchors at "
+                                                       "first on a GPU, halved while out of memory (the CPU: 64).")
         precision: Literal["float64", "model"] = Field(
             "float64", description="`float64`: load the model in float64, whatever `model.dtype` says, and step "
                                    "and score it there (a step of η = 2e-5 moves `s_zs` by about float32's "
@@ -91,7 +93,10 @@ class OneStepValuator(Valuator):
         encoder = Encoder(tokenizer, task.template)
         anchors = [encoder.zero_shot(x) for x in task.anchors]
         shards = Shards(task.work, task.log)
-        zero = shards.get("zero_shot") or shards.put("zero_shot", {"zero_shot": self._scores(model, anchors)})
+        sizes = Sizes.of(self.config, {"batch_size": len(anchors)}, device=task.model.device,
+                         what="valuators.one_step", log=task.log)
+        zero = shards.get("zero_shot") or shards.put("zero_shot", {
+            "zero_shot": sizes.run(lambda _: self._scores(model, anchors, sizes["batch_size"])), **sizes.record()})
         floor = shards.get("noise_floor") or shards.put(
             "noise_floor", {"noise_floor": np.float64(rescoring_spread(model, anchors, zero["zero_shot"]))})
         tracked = task.tracked
@@ -103,16 +108,20 @@ class OneStepValuator(Valuator):
                 weights = [m.weight for m in linears.values()]
                 saved = [w.detach().clone() for w in weights]
                 values = np.empty((len(anchors), len(block)))
-                for j, z in enumerate(block):
+
+                def candidate(z) -> np.ndarray:
                     try:
                         self._step(model, linears, encoder.training(z))
-                        values[:, j] = self._scores(model, anchors)
-                    finally:  # the resident model is left as found
+                        return self._scores(model, anchors, sizes["batch_size"])
+                    finally:  # the resident model is left as found (and as it was for another try)
                         with torch.no_grad():
                             for w, original in zip(weights, saved):
                                 w.copy_(original)
+
+                for j, z in enumerate(block):
+                    values[:, j] = sizes.run(lambda _: candidate(z))
                     advance(len(anchors))
-                return {"stepped": values}
+                return {"stepped": values, **sizes.record()}
 
             blocks = shard_blocks(shards, "stepped", task.candidates, stepped, size=self.config.shard_size,
                                   skipped=lambda n: advance(n * len(anchors)), executor=task.executor)
@@ -120,12 +129,14 @@ class OneStepValuator(Valuator):
         difference = stepped - zero["zero_shot"][:, None]
         return self.scores(task, over_anchors(difference, self.config.aggregate), difference,
                            details={"zero_shot": zero["zero_shot"], "stepped": stepped},
-                           stats={**tie_stats(difference), **noise_stats(difference, float(floor["noise_floor"]))})
+                           stats={**tie_stats(difference), **noise_stats(difference, float(floor["noise_floor"])),
+                                  **ran_at([zero, *blocks])})
 
-    def _scores(self, model, anchors) -> np.ndarray:
+    @staticmethod
+    def _scores(model, anchors, batch_size: int) -> np.ndarray:
         from dvbench.harness.lm.loglik import answer_loglik
 
-        return answer_loglik(model, anchors, batch_size=self.config.batch_size).mean
+        return answer_loglik(model, anchors, batch_size=batch_size).mean
 
     def _step(self, model, linears, sequence) -> None:
         """Move the tracked weights one step down ``∇L(θ, z)``, in place."""

@@ -24,6 +24,7 @@ from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.config import Config
 from dvbench.harness.errors import InputError
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes, ran_at
 from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import Scores, ValuationTask
@@ -46,7 +47,8 @@ class RepsimValuator(Valuator):
                                 "anchors with a positive cosine.")
         layer: int = Field(-1, description="Which hidden states: `0` the token embeddings, `k` block `k`'s "
                                            "output, `-1` the last (after the final norm); negative counts back.")
-        batch_size: int = Field(16, ge=1, description="Sequences per forward.")
+        batch_size: BatchSize = Field(16, description="Sequences per forward. `auto`: a shard's at first on a GPU, "
+                                                       "halved while out of memory (the CPU: 16).")
 
     def score(self, task: ValuationTask) -> Scores:
         from dvbench.harness.lm.embed import mean_hidden  # torch: imported when scoring, not at registration
@@ -56,13 +58,18 @@ class RepsimValuator(Valuator):
         tokenizer = resident(task.model)[1]
         encoder = Encoder(tokenizer, task.template)
         shards = Shards(task.work, task.log)
-        options = dict(layer=self.config.layer, batch_size=self.config.batch_size, answer_only=True,
-                       key="repsim's layer")
+        options = dict(layer=self.config.layer, answer_only=True, key="repsim's layer")
+        sizes = Sizes.of(self.config, {"batch_size": SHARD}, device=task.model.device, what="valuators.repsim",
+                         log=task.log)
 
         with task.progress.task("repsim", len(task.anchors) + len(task.candidates), "sequences") as advance:
+            ref = task.model  # what a unit needs, not the whole task
+
             def states(examples) -> dict[str, np.ndarray]:  # a unit of work: the resident model, not a capture
                 sequences = [encoder.training(e) for e in examples]
-                return {"states": mean_hidden(resident(task.model)[0], sequences, advance=advance, **options)}
+                found = sizes.run(lambda counted: mean_hidden(resident(ref)[0], sequences, advance=counted,
+                                                              batch_size=sizes["batch_size"], **options), advance)
+                return {"states": found, **sizes.record()}
 
             anchors = shards.get("anchors")
             if anchors is None:
@@ -72,7 +79,8 @@ class RepsimValuator(Valuator):
             blocks = shard_blocks(shards, "candidates", task.candidates, states, size=SHARD, skipped=advance,
                                   executor=task.executor)
         matrix = _unit(anchors["states"]) @ _unit(np.concatenate([b["states"] for b in blocks])).T
-        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
+        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix,
+                           stats=ran_at([anchors, *blocks]))
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -109,3 +109,28 @@ def test_an_advance_pickled_to_a_worker_is_replayed_on_the_display():
         assert (display._open[0].done, display._open[0].note) == (7, "shard 2")
     replay(calls)  # the task has closed: its late calls are dropped
     assert "icp 7/10 pairs" in out.getvalue() and advance.token not in module._TASKS
+
+
+def test_the_workers_alive_show_beside_the_outermost_task_while_units_run():
+    out, now = io.StringIO(), Clock()
+    display = LineProgress(out, every=0, now=now)
+    with display.task("training", total=4, unit="models") as models:
+        with display.task("fine-tune", total=2, unit="steps") as steps:
+            display.workers(2, 2)
+            now.t += 2
+            models(1)
+            display.workers(1, 2)  # one died: being restarted
+            steps(1)
+            display.workers(None, 2)  # the executor's units are done
+            steps(1)
+    lines = [line for line in out.getvalue().splitlines() if "›" in line]
+    assert lines[0] == "[0:00:00] training 0/4 models, 2/2 workers › fine-tune 0/2 steps"
+    assert lines[1] == "[0:00:02] training 1/4 models, 2.0 s/model, ETA 0:00:06, 2/2 workers › fine-tune 0/2 steps"
+    assert lines[2].startswith("[0:00:02] training 1/4 models") and ", 1/2 workers › " in lines[2]
+    assert "workers" not in "".join(lines[4:])
+    terminal = RichProgress(Console(file=io.StringIO(), force_terminal=True, width=160), now=now)
+    with terminal.task("evaluation", total=3, unit="evaluations"):
+        terminal.workers(3, 4)
+        assert terminal._fields(terminal._open[0])["run"] == "3/4 workers"
+        terminal.workers(None, 4)
+        assert terminal._fields(terminal._open[0])["run"] == ""

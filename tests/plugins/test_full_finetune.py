@@ -158,3 +158,34 @@ def test_half_precision_steps_float32_master_weights(tiny_model_dir, tmp_path):
     ours = _change(load_model(trained.model)[0], base)
     assert expected.count_nonzero() > 0.5 * expected.numel()  # the literal loop moved most weights
     assert (ours - expected).norm() / expected.norm() < 0.2
+
+
+
+@pytest.mark.parametrize("micro", [2, "auto"])
+def test_micro_batches_and_their_back_off_change_no_step(tiny_model_dir, tmp_path, monkeypatch, micro):
+    """Steps of 6 examples in micro-batches of 2, or ``auto`` on a device that runs out of memory
+    above 2 rows (3, the CPU's start, backs off to 1): the literal loop's steps either way."""
+    real, lines = full_finetune.load_model, []
+
+    def small_device(ref):
+        model, tokenizer = real(ref)
+
+        def check(module, args, kwargs):
+            if kwargs["input_ids"].shape[0] > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+
+        model.base_model.register_forward_pre_hook(check, with_kwargs=True)
+        return model, tokenizer
+
+    monkeypatch.setattr(full_finetune, "load_model", small_device)
+    trainer = _trainer(micro_batch_size=micro)
+    task = _task(tiny_model_dir, tmp_path / "model")
+    trained = trainer.train(TrainingTask(task.model, task.examples, task.out, seed=task.seed, template=task.template,
+                                         log=lines.append))
+    monkeypatch.setattr(full_finetune, "load_model", real)
+    expected = _literal(tiny_model_dir, trainer, seed=7)
+    for name, p in load_model(trained.model)[0].named_parameters():
+        torch.testing.assert_close(p, expected[name], rtol=1e-9, atol=1e-12)
+    assert trained.metrics["micro_batch_size"] == (2 if micro == 2 else 1)
+    assert lines == ([] if micro == 2 else
+                     ["trainers.full_finetune: out of memory on cpu; running the unit again at micro_batch_size 1"])

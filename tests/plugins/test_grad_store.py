@@ -66,7 +66,8 @@ def test_full_orthogonal_projection_is_grad_ip(task, grads):
     pairs = GradIpValuator(GradIpValuator.Config(per_anchor=True)).score(task).per_anchor
     np.testing.assert_allclose(scores.per_anchor, pairs, rtol=1e-6, atol=1e-12)
     width = sum(m.numel() for m in grads[0].values()) // len(task.anchors)
-    assert scores.stats == {"dims": width, "bytes_per_candidate": 8 * width}  # float64 model: float64 rows
+    assert scores.stats == {"dims": width, "bytes_per_candidate": 8 * width,  # float64 model: float64 rows
+                            "batch_size": 3}
 
 
 def test_normalized_full_projection_is_cosine_similarity(task, grads):

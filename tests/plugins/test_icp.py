@@ -57,7 +57,8 @@ def test_equals_the_naive_per_pair_computation(task, expected, prefix_cache, pad
     assert scores.values.tolist() == (expected > 0).mean(axis=0).tolist()
     stats = dict(scores.stats)
     assert stats.pop("noise_floor") < 1e-9 and stats.pop("below_noise_floor") == 0  # float64: no pair near rounding
-    assert stats == {"pairs": 35, "ties": 0, "cut_answers": 0, "cut_demonstrations": 0, "cut_queries": 0}
+    assert stats == {"pairs": 35, "ties": 0, "cut_answers": 0, "cut_demonstrations": 0, "cut_queries": 0,
+                     "batch_size": batch_size, "max_batch_tokens": 16384}  # the sizes it ran at, recorded
 
 
 def test_mean_difference_and_details(task, expected):
@@ -158,3 +159,26 @@ def test_real_pairs_on_the_embedded_model_equal_the_naive_computation():
     expected = naive(task)
     for config in ({}, {"padding_side": "left", "batch_size": 3}):
         np.testing.assert_allclose(_icp(**config).score(task).per_anchor, expected, rtol=0, atol=1e-4)
+
+
+def test_auto_backs_off_when_a_batch_runs_out_of_memory(task, expected):
+    """A model that runs out of memory on more than 4 rows per forward, as a small GPU would:
+    ``auto`` halves from its start (64 on the CPU) and the scores are still the naive ones."""
+    from dvbench.harness.lm.models import resident
+
+    model, lines = resident(task.model)[0], []
+
+    def small_device(module, args, kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        if rows > 4:
+            raise torch.OutOfMemoryError(f"CUDA out of memory at {rows} rows")
+
+    hook = model.base_model.register_forward_pre_hook(small_device, with_kwargs=True)
+    try:
+        logged = ValuationTask(task.candidates, task.anchors, task.model, template=task.template, log=lines.append)
+        scores = _icp(batch_size="auto", max_batch_tokens="auto").score(logged)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(scores.per_anchor, expected, rtol=0, atol=1e-10)
+    assert scores.stats["batch_size"] == 4 and scores.stats["max_batch_tokens"] == 16384 // 16
+    assert lines[0] == "valuators.icp: out of memory on cpu; running the unit again at batch_size 32, max_batch_tokens 8192"

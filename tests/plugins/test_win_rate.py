@@ -99,8 +99,8 @@ def test_responses_and_judgements_are_kept_in_alpaca_evals_formats(tiny_model_di
         from alpaca_eval.utils import load_or_convert_to_dataframe
 
     generated, real = {}, WinRate.responses
-    monkeypatch.setattr(WinRate, "responses", lambda self, ref, examples, task, what:
-                        generated.setdefault(what, real(self, ref, examples, task, what)))
+    monkeypatch.setattr(WinRate, "responses", lambda self, ref, folder, examples, task, what:
+                        generated.setdefault(what, real(self, ref, folder, examples, task, what)))
     task = EvalTask(ModelRef(str(tuned_dir)), ModelRef(str(tiny_model_dir)), EVAL, template=Template(name="plain"))
     result = WinRate(WinRate.Config(judge="reference", max_new_tokens=6, batch_size=4)).evaluate(task)
     ArtifactStore(tmp_path).save_json("evaluations/win_rate/m", {}, {"all": result.metrics}, beside=result.files)
@@ -108,7 +108,7 @@ def test_responses_and_judgements_are_kept_in_alpaca_evals_formats(tiny_model_di
         outputs, reference, annotations = (load_or_convert_to_dataframe(tmp_path / f"evaluations/win_rate/m.{kept}.json")
                                            for kept in ("model_outputs", "reference_outputs", "annotations"))
         alpaca_metrics = get_winrate(annotations)
-    ours, theirs = generated["responses"], generated["baseline responses"]
+    (ours, _), (theirs, _) = generated["responses"], generated["baseline responses"]
     assert ours != theirs
     assert outputs["output"].tolist() == ours and reference["output"].tolist() == theirs
     instructions = [judges.instruction_text(e) for e in EVAL]
@@ -188,3 +188,73 @@ def test_alpaca_eval_side_effects_stay_out():
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [True, True, 50.0]
     assert done.stderr == ""
+
+
+def test_generation_batches_are_units_of_the_tasks_executor_reading_the_shipped_folder(tiny_model_dir, tuned_dir,
+                                                                                       tmp_path):
+    import shutil
+
+    from dvbench.harness.executor import Folder, LocalExecutor
+
+    class Recording(LocalExecutor):
+        def __init__(self):
+            self.units = []
+
+        def map(self, fn, units):
+            units = list(units)
+            self.units += units
+            return super().map(fn, units)
+
+    config = WinRate.Config(judge="reference", max_new_tokens=4, batch_size=4)
+    plain = Template(name="plain")
+    local = WinRate(config).evaluate(EvalTask(ModelRef(str(tuned_dir)), ModelRef(str(tiny_model_dir)), EVAL,
+                                              template=plain))
+    copy = tmp_path / "worker" / tuned_dir.name
+    shutil.copytree(tuned_dir, copy)
+    recording = Recording()
+    # the task's model names the base model's folder: what the units generate comes from the folder they are given
+    task = EvalTask(ModelRef(str(tiny_model_dir)), ModelRef(str(tiny_model_dir)), EVAL, template=plain,
+                    executor=recording, model_folder=Folder(copy))
+    there = WinRate(config).evaluate(task)
+    responses = [[r["output"] for r in result.files[kept]] for result in (local, there)
+                 for kept in ("model_outputs.json", "reference_outputs.json")]
+    assert responses[0] != responses[1]  # the tuned model and the base answer differently
+    assert responses[2:] == responses[:2]
+    assert [(i, len(chosen)) for i, chosen in recording.units] == [(0, 4), (1, 2), (0, 4), (1, 2)]
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_auto_batches_give_the_responses_of_the_same_batches_by_number(tiny_model_dir, tuned_dir, monkeypatch, limit):
+    """``auto`` on the CPU generates a unit in calls of 8, the batches of ``batch_size: 8``;
+    on a device that runs out of memory above ``limit`` rows it backs off to calls of 2, the
+    batches of ``batch_size: 2``: the same greedy responses either way, and the size recorded."""
+    from dvbench.harness.lm import models
+
+    real = models.load_model
+
+    def small_device(ref):
+        model, tokenizer = real(ref)
+
+        def check(module, args, kwargs):
+            if limit is not None and kwargs["input_ids"].shape[0] > limit:
+                raise __import__("torch").OutOfMemoryError("CUDA out of memory")
+
+        model.base_model.register_forward_pre_hook(check, with_kwargs=True)
+        return model, tokenizer
+
+    examples = tuple(generate(0, 0, 12, seed=3)["eval"])
+    plain = Template(name="plain")
+
+    def evaluate(batch_size):
+        models.release()
+        task = EvalTask(ModelRef(str(tuned_dir)), ModelRef(str(tiny_model_dir)), examples, template=plain)
+        return WinRate(WinRate.Config(judge="reference", max_new_tokens=4, batch_size=batch_size)).evaluate(task)
+
+    expected = evaluate(8 if limit is None else limit)
+    monkeypatch.setattr(models, "load_model", small_device)
+    auto = evaluate("auto")
+    models.release()
+    for kept in ("model_outputs.json", "reference_outputs.json"):
+        assert auto.files[kept] == expected.files[kept]
+    assert auto.files["generation.json"] == {"batch_size": 8 if limit is None else 2}
+    assert "generation.json" not in expected.files
