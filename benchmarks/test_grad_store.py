@@ -39,6 +39,7 @@ from dvbench.harness.lm import products, projection, store
 from dvbench.harness.lm.grads import tracked_linears
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.tokens import Encoder
+from dvbench.harness.lm.batching import Sizes
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.template import Template
@@ -68,12 +69,13 @@ def _timed(benchmark, name, fn):
 
 def test_grad_ip_candidate_phase(benchmark, setup, record_property, peak_rss_mib):
     model, encoder, linears, anchors, candidates = setup
-    loop = dict(batch_size=8, progress=Progress(), label="grad_ip")
-    average = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], **loop)
+    sizes = Sizes({"batch_size": (8, 8, 8)}, device="cpu", what="benchmark")
+    average = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], sizes=sizes,
+                                   progress=Progress(), label="grad_ip")
     sequences = [encoder.training(z) for z in candidates]
     peak = peak_rss_mib(lambda: _timed(benchmark, "grad_ip_candidates",
                                        lambda: products.candidate_dots(model, linears, average, sequences,
-                                                                       batch_size=loop["batch_size"])))
+                                                                       batch_size=8)))
     record_property("peak_rss_MiB_grad_ip_candidates", peak)
 
 

@@ -27,6 +27,7 @@ from dvbench.harness.lm.loglik import answer_loglik, collate
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
+from dvbench.harness.lm.batching import Sizes
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.plugins.valuators.grad_ip import GradIpValuator
@@ -76,11 +77,13 @@ def test_answer_only_forward(benchmark, setup):
 
 def test_grad_ip_candidate_phase(benchmark, setup):
     model, encoder, linears, anchors, candidates = setup
-    loop = dict(batch_size=GradIpValuator.Config().batch_size, progress=Progress(), label="grad_ip")
-    mean = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], **loop)
+    batch_size = GradIpValuator.Config().batch_size
+    sizes = Sizes({"batch_size": (batch_size, batch_size, batch_size)}, device="cpu", what="benchmark")
+    mean = products.anchor_mean(model, linears, [encoder.training(x) for x in anchors], sizes=sizes,
+                                progress=Progress(), label="grad_ip")
     sequences = [encoder.training(z) for z in candidates]
     _timed(benchmark, "grad_ip_candidates",
-           lambda: products.candidate_dots(model, linears, mean, sequences, batch_size=loop["batch_size"]))
+           lambda: products.candidate_dots(model, linears, mean, sequences, batch_size=batch_size))
 
 
 def test_grad_ip_whole(benchmark, setup):

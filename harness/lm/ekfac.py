@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from dvbench.harness.executor import Executor
+from dvbench.harness.lm.batching import Sizes
 from dvbench.harness.lm.grads import layer_terms, tracked_linears
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.models import resident
@@ -79,7 +80,7 @@ def _batches(sequences: Seq[Sequence], labels: Seq[torch.Tensor] | None, batch_s
 
 def covariances(
     ref: ModelRef, tracked: str | None, sequences: Seq[Sequence], *, labels: list[torch.Tensor] | None,
-    batch_size: int, shard_size: int, files: WorkFiles, executor: Executor | None = None, advance: Advance,
+    sizes: Sizes, shard_size: int, files: WorkFiles, executor: Executor | None = None, advance: Advance,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``(A, S)`` per tracked layer: the input and output-gradient covariances per token, on the
     model's device. Each shard of ``shard_size`` sequences is a unit of ``executor``
@@ -87,8 +88,9 @@ def covariances(
     kept in ``files`` (:func:`~dvbench.harness.work.running_sum`, file :data:`COVARIANCE_SUMS`)."""
     def unit(block):  # the model from the process's resident copy, not a capture
         model = resident(ref)[0]
-        return covariance_sums(model, *_unzipped(block), tracked_linears(model, tracked), batch_size=batch_size,
-                               advance=advance)
+        linears = tracked_linears(model, tracked)
+        return sizes.run(lambda counted: covariance_sums(model, *_unzipped(block), linears, advance=counted,
+                                                         batch_size=sizes["batch_size"]), advance)
 
     sums = running_sum(files, COVARIANCE_SUMS, _items(sequences, labels), unit, size=shard_size, skipped=advance,
                        executor=executor)
@@ -144,7 +146,7 @@ def eigenbases(
 
 def corrected_eigenvalues(
     ref: ModelRef, tracked: str | None, sequences: Seq[Sequence], bases: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    *, labels: list[torch.Tensor] | None, batch_size: int, shard_size: int, files: WorkFiles,
+    *, labels: list[torch.Tensor] | None, sizes: Sizes, shard_size: int, files: WorkFiles,
     executor: Executor | None = None, advance: Advance,
 ) -> dict[str, torch.Tensor]:
     """``Λ = mean_i (Q_Sᵀ G_i Q_A)²`` per layer, ``(out, in)``, in the layer's dtype promoted to
@@ -154,8 +156,9 @@ def corrected_eigenvalues(
 
     def unit(block):
         model = resident(ref)[0]
-        return eigenvalue_sums(model, *_unzipped(block), tracked_linears(model, tracked), bases,
-                               batch_size=batch_size, advance=advance)
+        linears = tracked_linears(model, tracked)
+        return sizes.run(lambda counted: eigenvalue_sums(model, *_unzipped(block), linears, bases, advance=counted,
+                                                         batch_size=sizes["batch_size"]), advance)
 
     sums = running_sum(files, EIGENVALUE_SUMS, _items(sequences, labels), unit, size=shard_size, skipped=advance,
                        executor=executor)

@@ -34,6 +34,7 @@ from torch import nn
 
 from dvbench.harness.errors import InputError
 from dvbench.harness.lm.grads import dot_gradients, layer_terms, per_example_grads, sum_gradients, tracked_linears
+from dvbench.harness.lm.batching import Sizes
 from dvbench.harness.lm.loglik import collate
 from dvbench.harness.lm.models import resident
 from dvbench.harness.lm.tokens import Encoder, Sequence
@@ -63,11 +64,12 @@ def dot(anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return torch.einsum("noi,moi->nm", anchors, candidates).double()
 
 
-def anchor_mean(model: nn.Module, linears: dict[str, nn.Linear], anchors: Seq[Sequence], *, batch_size: int,
+def anchor_mean(model: nn.Module, linears: dict[str, nn.Linear], anchors: Seq[Sequence], *, sizes: Sizes,
                 progress: Progress, label: str) -> Gradients:
     """``mean_i ∇L(θ, x_i)`` per tracked layer."""
     with progress.task(f"{label} anchors", len(anchors), "sequences") as advance:
-        total = sum_gradients(model, anchors, linears, batch_size=batch_size, advance=advance)
+        total = sizes.run(lambda counted: sum_gradients(model, anchors, linears, batch_size=sizes["batch_size"],
+                                                        advance=counted), advance)
     return {name: g / len(anchors) for name, g in total.items()}
 
 
@@ -85,7 +87,7 @@ def candidate_dots(model: nn.Module, linears: dict[str, nn.Linear], vectors: Gra
     return torch.cat(values).numpy()
 
 
-def sharded_dots(task: ValuationTask, vectors: Gradients, candidates: Seq[Sequence], *, batch_size: int,
+def sharded_dots(task: ValuationTask, vectors: Gradients, candidates: Seq[Sequence], *, sizes: Sizes,
                  shard_size: int, shards: Shards, name: str, label: str) -> np.ndarray:
     """:func:`candidate_dots` in shards of ``shard_size`` candidates, each a unit of
     ``task.executor`` saved in ``shards`` as ``name``: ``vectors`` go to the units on the CPU,
@@ -95,8 +97,9 @@ def sharded_dots(task: ValuationTask, vectors: Gradients, candidates: Seq[Sequen
     with task.progress.task(f"{label} candidates", len(candidates), "candidates") as advance:
         def unit(block) -> dict[str, np.ndarray]:  # the model from the process's resident copy, not a capture
             model = resident(ref)[0]
-            return {"dots": candidate_dots(model, tracked_linears(model, tracked), vectors, block,
-                                           batch_size=batch_size, advance=advance)}
+            linears = tracked_linears(model, tracked)
+            return {"dots": sizes.run(lambda counted: candidate_dots(model, linears, vectors, block, advance=counted,
+                                                                     batch_size=sizes["batch_size"]), advance)}
 
         blocks = shard_blocks(shards, name, candidates, unit, size=shard_size, skipped=advance, executor=task.executor)
     return np.concatenate([b["dots"] for b in blocks])
@@ -104,7 +107,7 @@ def sharded_dots(task: ValuationTask, vectors: Gradients, candidates: Seq[Sequen
 
 def pair_matrix(
     task: ValuationTask, model: nn.Module, linears: dict[str, nn.Linear], anchors: Seq[Sequence],
-    candidates: Seq[Sequence], *, batch_size: int, budget: float, shard_size: int, shards: Shards, name: str,
+    candidates: Seq[Sequence], *, sizes: Sizes, budget: float, shard_size: int, shards: Shards, name: str,
     label: str, prepare: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dot,
 ) -> np.ndarray:
@@ -121,7 +124,7 @@ def pair_matrix(
     gradients on the CPU (captured, sent once per group) and saved in ``shards`` as
     ``f"{name}-g<group>"`` (a group whose shards are all saved forms no anchor gradient). The
     groups' (N, shard) contributions are added in group order."""
-    groups = _layer_groups(linears, len(anchors), batch_size, budget)
+    groups = _layer_groups(linears, len(anchors), sizes["batch_size"], budget)
     matrix = np.zeros((len(anchors), len(candidates)))
     ref, tracked = task.model, task.tracked
     with task.progress.task(f"{label} pairs", len(groups) * (len(anchors) + len(candidates)), "sequences") as advance:
@@ -130,15 +133,17 @@ def pair_matrix(
             if finished(shards, group_name, len(candidates), size=shard_size):
                 advance(len(anchors))
             else:
-                held = per_example_grads(model, anchors, group, batch_size=batch_size, advance=advance)
+                held = sizes.run(lambda counted: per_example_grads(model, anchors, group, advance=counted,
+                                                                   batch_size=sizes["batch_size"]), advance)
                 for layer in group:  # one layer at a time: the originals go as their replacements come
                     held[layer] = (held[layer] if prepare is None else prepare(layer, held[layer])).cpu()
 
             def unit(block, held=held, layers=list(group)) -> dict[str, np.ndarray]:
                 here = resident(ref)[0]
                 chosen = {layer: m for layer, m in tracked_linears(here, tracked).items() if layer in layers}
-                return {"pairs": _pairs(here, chosen, held, block, batch_size=batch_size, product=product,
-                                        advance=advance)}
+                return {"pairs": sizes.run(lambda counted: _pairs(here, chosen, held, block, product=product,
+                                                                  batch_size=sizes["batch_size"], advance=counted),
+                                           advance)}
 
             blocks = shard_blocks(shards, group_name, candidates, unit, size=shard_size, skipped=advance,
                                   executor=task.executor)

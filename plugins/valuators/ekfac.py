@@ -44,6 +44,7 @@ from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.artifacts import canonical, read_safetensors, write_safetensors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes, ran_at
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 from dvbench.harness.work import Shards, WorkFiles
@@ -79,7 +80,8 @@ class EkfacValuator(Valuator):
         damping: float | None = Field(None, ge=0, description="One `λ` for every layer, in place of "
                                                               "`damping_factor`. As it grows, scores tend to "
                                                               "`grad_ip`'s divided by `λ`.")
-        batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
+        batch_size: BatchSize = Field(8, description="Sequences per forward and backward. `auto`: a shard's at "
+                                                      "first on a GPU, halved while out of memory (the CPU: 8).")
         max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GiB) for all the gradients held when "
                                                               "every pair is needed (the anchors' per-example "
                                                               "gradients of a group of layers, one layer's "
@@ -99,40 +101,46 @@ class EkfacValuator(Valuator):
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "ekfac")
-        factors = self.factors(linears, candidates, task)
+        sizes = Sizes.of(self.config, {"batch_size": self.config.shard_size}, device=task.model.device,
+                         what="valuators.ekfac", log=task.log)
+        loop = dict(sizes=sizes, label="ekfac")
+        sharded = dict(shard_size=self.config.shard_size, shards=Shards(task.work, task.log))
+        scoring = self._scoring()  # the shards' names: entries sharing the work folder may score apart
+        mean_path = self.config.aggregate == "mean" and not self.config.per_anchor
+        # the anchors' mean gradient before the factors exist: its backward's activations and the
+        # factors (1.3 GB on the embedded model's MLPs) are never held together
+        mean = products.anchor_mean(model, linears, anchors, progress=task.progress, **loop) if mean_path else None
+        factors = self.factors(linears, candidates, task, sizes)
         damping = {name: factors.damping(name, factor=self.config.damping_factor, value=self.config.damping)
                    for name in linears}
 
         def precondition(name, gradients):
             return factors.inverse(name, gradients, damping[name])
 
-        loop = dict(batch_size=self.config.batch_size, label="ekfac")
-        sharded = dict(shard_size=self.config.shard_size, shards=Shards(task.work, task.log))
-        scoring = self._scoring()  # the shards' names: entries sharing the work folder may score apart
-        if self.config.aggregate == "mean" and not self.config.per_anchor:
-            mean = products.anchor_mean(model, linears, anchors, progress=task.progress, **loop)
-            preconditioned = {name: precondition(name, g) for name, g in mean.items()}
-            del factors, mean  # the candidates' loop needs neither: 1.6 GB on the embedded model's MLPs
-            return self.scores(task, products.sharded_dots(task, preconditioned, candidates, name=f"dots-{scoring}",
-                                                           **loop, **sharded))
+        if mean_path:
+            preconditioned = {name: precondition(name, mean.pop(name)) for name in list(mean)}
+            del factors  # the candidates' loop needs no factors
+            dots = products.sharded_dots(task, preconditioned, candidates, name=f"dots-{scoring}", **loop, **sharded)
+            return self.scores(task, dots, stats=ran_at([sizes.record()]))
         matrix = products.pair_matrix(task, model, linears, anchors, candidates,
                                       budget=self.config.max_gradient_gb * 2**30, name=f"pairs-{scoring}",
                                       prepare=precondition, **loop, **sharded)
-        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
+        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix, stats=ran_at([sizes.record()]))
 
     def _scoring(self) -> str:
         """What the scoring shards depend on beyond the fit: the damping and the layer groups."""
         key = {k: getattr(self.config, k) for k in ("damping", "damping_factor", "max_gradient_gb")}
         return hashlib.sha256(canonical(key).encode()).hexdigest()[:12]
 
-    def factors(self, linears, candidates, task: ValuationTask) -> Factors:
+    def factors(self, linears, candidates, task: ValuationTask, sizes: Sizes | None = None) -> Factors:
         """The factors saved in ``task.work`` if complete, else fitted (and saved phase by phase)."""
         from dvbench.harness.lm import ekfac
 
         labels = ekfac.draws(candidates, task.seed) if self.config.labels == "sampled" else None
         files = WorkFiles(task.work, task.log)
-        fit = dict(labels=labels, batch_size=self.config.batch_size, shard_size=self.config.shard_size, files=files,
-                   executor=task.executor)
+        sizes = sizes or Sizes.of(self.config, {"batch_size": self.config.shard_size}, device=task.model.device,
+                                  what="valuators.ekfac", log=task.log)
+        fit = dict(labels=labels, sizes=sizes, shard_size=self.config.shard_size, files=files, executor=task.executor)
         bases = _bases(files.read(BASES, read_safetensors), linears)
         eigenvalues = files.read(EIGENVALUES, read_safetensors) if bases is not None else None
         if bases is None:

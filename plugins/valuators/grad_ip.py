@@ -38,6 +38,7 @@ from pydantic import Field, model_validator
 from dvbench.harness.aggregate import over_anchors
 from dvbench.harness.config import Config
 from dvbench.harness.hookspecs import hookimpl
+from dvbench.harness.lm.batching import BatchSize, Sizes, ran_at
 from dvbench.harness.records import Scores, ValuationTask
 from dvbench.harness.roles import Valuator
 from dvbench.harness.work import Shards
@@ -64,7 +65,8 @@ class GradIpValuator(Valuator):
         per_anchor: bool = Field(False, description="Also give the anchors × candidates matrix with the `mean` "
                                                     "aggregate (taken from it); costs every pair, as "
                                                     "`fraction_positive` and `sign_log` do.")
-        batch_size: int = Field(8, ge=1, description="Sequences per forward and backward.")
+        batch_size: BatchSize = Field(8, description="Sequences per forward and backward. `auto`: a shard's at "
+                                                      "first on a GPU, halved while out of memory (the CPU: 8).")
         max_gradient_gb: float = Field(4.0, gt=0, description="Memory (GiB) for all the gradients held when "
                                                               "every pair is needed (the anchors' per-example "
                                                               "gradients of a group of layers, one layer's "
@@ -86,24 +88,27 @@ class GradIpValuator(Valuator):
         from dvbench.harness.lm import products  # torch: imported when scoring, not at registration
 
         model, linears, anchors, candidates = products.gradient_inputs(task, "grad_ip")
-        loop = dict(batch_size=self.config.batch_size, label="grad_ip")
+        sizes = Sizes.of(self.config, {"batch_size": self.config.shard_size}, device=task.model.device,
+                         what="valuators.grad_ip", log=task.log)
+        loop = dict(sizes=sizes, label="grad_ip")
         sharded = dict(shard_size=self.config.shard_size, shards=Shards(task.work, task.log))
         if self.config.normalize:
             return self._cosines(task, model, linears, anchors, candidates, {**loop, **sharded})
         if self.config.aggregate == "mean" and self.config.transform == "none" and not self.config.per_anchor:
             mean = products.anchor_mean(model, linears, anchors, progress=task.progress, **loop)
-            return self.scores(task, products.sharded_dots(task, mean, candidates, name="dots", **loop, **sharded))
+            dots = products.sharded_dots(task, mean, candidates, name="dots", **loop, **sharded)
+            return self.scores(task, dots, stats=ran_at([sizes.record()]))
         sign_log = self.config.transform == "sign_log"
         matrix = products.pair_matrix(task, model, linears, anchors, candidates,
                                       budget=self.config.max_gradient_gb * 2**30, name="pairs",
                                       prepare=(lambda name, g: _clamped(g)) if sign_log else None,
                                       product=_sign_log if sign_log else products.dot, **loop, **sharded)
-        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix)
+        return self.scores(task, over_anchors(matrix, self.config.aggregate), matrix, stats=ran_at([sizes.record()]))
 
     def _cosines(self, task, model, linears, anchors, candidates, loop) -> Scores:
         from dvbench.harness.lm import cosine, products
 
-        batch = dict(batch_size=self.config.batch_size, progress=task.progress)
+        batch = dict(batch_size=loop["sizes"]["batch_size"], progress=task.progress)  # the cosines' own passes
         anchor_norms, _ = cosine.norms_and_dots(model, linears, anchors, label="grad_ip anchor norms", **batch)
         if self.config.aggregate == "mean" and not self.config.per_anchor:
             unit = cosine.unit_mean(model, linears, anchors, anchor_norms, label="grad_ip anchors", **batch)

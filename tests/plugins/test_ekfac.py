@@ -19,6 +19,7 @@ from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.spec import load_spec
 from dvbench.harness.testing import check_valuator
 from dvbench.harness.executor import LocalExecutor
+from dvbench.harness.lm.batching import Sizes
 from dvbench.harness.work import BLOCKS, WorkFiles
 from dvbench.plugins.valuators import ekfac as plugin
 from dvbench.plugins.valuators.ekfac import EkfacValuator
@@ -97,7 +98,8 @@ def test_factors_equal_their_definitions(setup, task, labels, shard_size):
     definitions, computed here one unpadded sequence at a time."""
     model, candidates, _ = setup
     draws = ekfac.draws(candidates, task.seed) if labels == "sampled" else None
-    fit = dict(labels=draws, batch_size=5, shard_size=shard_size, files=WorkFiles(None))  # batches mix lengths
+    sizes = Sizes({"batch_size": (5, 5, 5)}, device="cpu", what="test")  # batches of 5 mix lengths
+    fit = dict(labels=draws, sizes=sizes, shard_size=shard_size, files=WorkFiles(None))
     covs = ekfac.covariances(task.model, task.tracked, candidates, advance=lambda n: None, **fit)
     terms = [_explicit(model, s, None if draws is None else draws[i]) for i, s in enumerate(candidates)]
     tokens = sum(len(s.ids) for s in candidates)
@@ -314,3 +316,29 @@ def test_labels_true_may_be_written_unquoted(tmp_path):
     assert load("sampled").valuators["e"].plugin.config.labels == "sampled"
     with pytest.raises(ConfigError, match=r"valuators\.e\.labels \(line 4\): expected 'sampled' or 'true'; got False"):
         load("false")
+
+
+def test_auto_backs_off_in_the_fit_when_a_batch_runs_out_of_memory(setup, task):
+    """The covariance pass on a model that runs out of memory above 2 rows per forward: ``auto``
+    halves from the CPU's 8 to 2, and the covariances are still their definitions."""
+    from dvbench.harness.lm.models import resident
+
+    model, candidates, _ = setup
+    here = resident(task.model)[0]
+
+    def small_device(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    sizes = Sizes({"batch_size": ("auto", 8, 64)}, device="cpu", what="test")
+    hook = here.base_model.register_forward_pre_hook(small_device, with_kwargs=True)
+    try:
+        covs = ekfac.covariances(task.model, task.tracked, candidates, labels=None, sizes=sizes, shard_size=64,
+                                 files=WorkFiles(None), advance=lambda n: None)
+    finally:
+        hook.remove()
+    terms = [_explicit(model, s, None) for s in candidates]
+    tokens = sum(len(s.ids) for s in candidates)
+    torch.testing.assert_close(covs[LAYER][0], sum(a.T @ a for a, _, _ in terms) / tokens, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(covs[LAYER][1], sum(g.T @ g for _, g, _ in terms) / tokens, rtol=1e-10, atol=1e-14)
+    assert sizes["batch_size"] == 2

@@ -196,3 +196,30 @@ def test_an_interrupted_pair_matrix_resumes_from_its_shards(task, tmp_path, monk
 
 def test_contract(task):
     check_valuator(GradIpValuator, task=task)
+
+
+@pytest.mark.parametrize("config", [{}, {"aggregate": "fraction_positive", "per_anchor": True}])  # mean; pairs
+def test_auto_backs_off_when_a_batch_runs_out_of_memory(task, grads, config):
+    """A model that runs out of memory on more than 2 rows per forward, as a small GPU would:
+    ``auto`` halves from the CPU's 8 to 2 and the products are still the explicit ones."""
+    from dvbench.harness.lm.models import resident
+
+    model, lines = resident(task.model)[0], []
+
+    def small_device(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    hook = model.base_model.register_forward_pre_hook(small_device, with_kwargs=True)
+    try:
+        logged = ValuationTask(task.candidates, task.anchors, task.model, template=task.template, log=lines.append)
+        scores = _grad_ip(batch_size="auto", **config).score(logged)
+    finally:
+        hook.remove()
+    if config:
+        np.testing.assert_allclose(scores.per_anchor, _pairs(grads), rtol=1e-6, atol=1e-12)
+    else:
+        np.testing.assert_allclose(scores.values, _pairs(grads).mean(axis=0), rtol=1e-6)
+    assert scores.stats["batch_size"] == 2
+    assert lines == [f"valuators.grad_ip: out of memory on cpu; running the unit again at batch_size {n}"
+                     for n in (4, 2)]
