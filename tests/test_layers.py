@@ -11,7 +11,8 @@ BOTTOM = {
     "dvbench.harness.errors": set(),
     "dvbench.harness.network": set(),
     "dvbench.harness.progress": set(),
-    "dvbench.harness.executor": set(),
+    "dvbench.harness.paths": {"dvbench.harness.errors"},
+    "dvbench.harness.executor": {"dvbench.harness.paths"},
     "dvbench.harness.template": set(),
     "dvbench.harness.records": {"dvbench.harness.template", "dvbench.harness.progress", "dvbench.harness.executor"},
 }
