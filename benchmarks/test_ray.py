@@ -9,7 +9,9 @@ the same pairs, one run.
   untimed; its seconds are recorded as ``ray_start_s``);
 - scaling: Ray with W = 1, 2, 4 and 8 workers x 1 thread on W units of 64 / W candidates,
   against 1 worker; efficiency ``t(1) / (W · t(W))``, goal ≥ 0.7 at 4 workers. A case whose
-  workers the machine's cores cannot hold (the driver keeps one core) is skipped.
+  workers the machine's cores cannot hold (the driver keeps one core) is skipped;
+- on a GPU (skipped without CUDA): Ray with 1 worker holding the GPU against the local backend
+  on it, both on 2 units, ``model.device: cuda``; the ratio is recorded.
 
 Every case scores the same pairs; the scores agree within float rounding (thread counts
 differ, and so does the summation order inside torch's kernels).
@@ -39,14 +41,15 @@ def data():
     return tuple(generated["candidates"]), tuple(generated["anchors"])
 
 
-def _score(benchmark, name: str, data, units: int, executor=None, threads: int | None = None, record=None):
+def _score(benchmark, name: str, data, units: int, executor=None, threads: int | None = None, record=None,
+           device: str = "cpu"):
     """ICP of the M x N pairs in ``units`` shards, timed once after a warm-up of one candidate per
     unit against one anchor (the model loaded here and, on Ray, the pool started and every
     worker's model loaded: each idle worker takes one of the first units)."""
     from dvbench.harness.executor import LocalExecutor
 
     candidates, anchors = data
-    ref, executor = ModelRef("embedded", threads=threads), executor or LocalExecutor()
+    ref, executor = ModelRef("embedded", threads=threads, device=device), executor or LocalExecutor()
     valuator = IcpValuator(IcpValuator.Config(shard_size=M // units))
     task = ValuationTask(candidates, anchors, ref, executor=executor)
     start = time.perf_counter()
@@ -58,10 +61,11 @@ def _score(benchmark, name: str, data, units: int, executor=None, threads: int |
     TIMES[name] = benchmark.stats.stats.mean
 
 
-def _ray(workers: int):
+def _ray(workers: int, gpus: float = 0):
     from dvbench.harness.ray_executor import RayExecutor
 
-    return RayExecutor(ExecutionSection(backend="ray", workers=workers, num_cpus=1), log=lambda line: None)
+    return RayExecutor(ExecutionSection(backend="ray", workers=workers, num_cpus=1, num_gpus=gpus),
+                       log=lambda line: None)
 
 
 def test_local_2_threads(benchmark, data):
@@ -98,3 +102,28 @@ def test_ray_scaling(benchmark, data, workers, record_property):
         np.testing.assert_allclose(SCORES[f"ray-{workers}"], SCORES["ray-1"], atol=1e-4)
         if workers == 4:
             assert efficiency >= 0.7, efficiency
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+GPU = pytest.mark.skipif("not _cuda()", reason="needs a CUDA device; run on a GPU machine")
+
+
+@GPU
+def test_local_gpu(benchmark, data):
+    _score(benchmark, "local-gpu", data, units=2, device="cuda:0")
+
+
+@GPU
+def test_ray_1_gpu_worker(benchmark, data, record_property):
+    executor = _ray(1, gpus=1)
+    try:
+        _score(benchmark, "ray-gpu", data, units=2, executor=executor, device="cuda:0")
+    finally:
+        executor.close()
+    record_property("ray_1_gpu_worker_vs_local_gpu", round(TIMES["ray-gpu"] / TIMES["local-gpu"], 3))
+    np.testing.assert_allclose(SCORES["ray-gpu"], SCORES["local-gpu"], atol=1e-3)
