@@ -106,6 +106,20 @@ def reference_logprobs(model, sequence):
     return logp[sequence.answer_start - 1:-1].gather(-1, ids[0, sequence.answer_start:, None])[:, 0]
 
 
+def out_of_memory_above(model, rows: int):
+    """Make ``model`` run out of memory, as a small GPU would, on any forward of more than
+    ``rows`` rows: its body raises ``torch.OutOfMemoryError`` first. Returns the hook's handle
+    (``.remove()`` it, or use it as a context manager) — to test a role's ``auto`` back-off on the
+    CPU (:mod:`dvbench.harness.lm.batching`)."""
+    import torch
+
+    def refuse(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] > rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory: a forward of {kwargs['input_ids'].shape[0]} rows")
+
+    return model.base_model.register_forward_pre_hook(refuse, with_kwargs=True)
+
+
 def _instance(cls: type[Plugin], role: str, config: Config | None) -> Plugin:
     check_plugin_class(cls, role, f"{cls.__module__}.{cls.__qualname__}")
     return cls(config)

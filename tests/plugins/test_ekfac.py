@@ -17,7 +17,7 @@ from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
 from dvbench.harness.spec import load_spec
-from dvbench.harness.testing import check_valuator
+from dvbench.harness.testing import check_valuator, out_of_memory_above
 from dvbench.harness.executor import LocalExecutor
 from dvbench.harness.lm.batching import Sizes
 from dvbench.harness.work import BLOCKS, WorkFiles
@@ -324,19 +324,10 @@ def test_auto_backs_off_in_the_fit_when_a_batch_runs_out_of_memory(setup, task):
     from dvbench.harness.lm.models import resident
 
     model, candidates, _ = setup
-    here = resident(task.model)[0]
-
-    def small_device(module, args, kwargs):
-        if kwargs["input_ids"].shape[0] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-
     sizes = Sizes({"batch_size": ("auto", 8, 64)}, device="cpu", what="test")
-    hook = here.base_model.register_forward_pre_hook(small_device, with_kwargs=True)
-    try:
+    with out_of_memory_above(resident(task.model)[0], 2):
         covs = ekfac.covariances(task.model, task.tracked, candidates, labels=None, sizes=sizes, shard_size=64,
                                  files=WorkFiles(None), advance=lambda n: None)
-    finally:
-        hook.remove()
     terms = [_explicit(model, s, None) for s in candidates]
     tokens = sum(len(s.ids) for s in candidates)
     torch.testing.assert_close(covs[LAYER][0], sum(a.T @ a for a, _, _ in terms) / tokens, rtol=1e-10, atol=1e-12)

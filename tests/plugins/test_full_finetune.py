@@ -14,7 +14,7 @@ from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, TrainingTask
-from dvbench.harness.testing import reference_logprobs
+from dvbench.harness.testing import out_of_memory_above, reference_logprobs
 from dvbench.plugins.trainers import full_finetune
 from dvbench.plugins.trainers.full_finetune import FullFinetune
 
@@ -169,12 +169,7 @@ def test_micro_batches_and_their_back_off_change_no_step(tiny_model_dir, tmp_pat
 
     def small_device(ref):
         model, tokenizer = real(ref)
-
-        def check(module, args, kwargs):
-            if kwargs["input_ids"].shape[0] > 2:
-                raise torch.OutOfMemoryError("CUDA out of memory")
-
-        model.base_model.register_forward_pre_hook(check, with_kwargs=True)
+        out_of_memory_above(model, 2)
         return model, tokenizer
 
     monkeypatch.setattr(full_finetune, "load_model", small_device)

@@ -11,7 +11,7 @@ from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.testing import check_valuator, reference_logprobs
+from dvbench.harness.testing import check_valuator, out_of_memory_above, reference_logprobs
 from dvbench.plugins.valuators.grad_ip import GradIpValuator
 
 
@@ -204,18 +204,10 @@ def test_auto_backs_off_when_a_batch_runs_out_of_memory(task, grads, config):
     ``auto`` halves from the CPU's 8 to 2 and the products are still the explicit ones."""
     from dvbench.harness.lm.models import resident
 
-    model, lines = resident(task.model)[0], []
-
-    def small_device(module, args, kwargs):
-        if kwargs["input_ids"].shape[0] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-
-    hook = model.base_model.register_forward_pre_hook(small_device, with_kwargs=True)
-    try:
+    lines = []
+    with out_of_memory_above(resident(task.model)[0], 2):
         logged = ValuationTask(task.candidates, task.anchors, task.model, template=task.template, log=lines.append)
         scores = _grad_ip(batch_size="auto", **config).score(logged)
-    finally:
-        hook.remove()
     if config:
         np.testing.assert_allclose(scores.per_anchor, _pairs(grads), rtol=1e-6, atol=1e-12)
     else:

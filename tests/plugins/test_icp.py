@@ -14,7 +14,7 @@ from dvbench.harness.template import Template
 from dvbench.harness.lm.tokens import Encoder
 from dvbench.harness.progress import Progress
 from dvbench.harness.records import ModelRef, ValuationTask
-from dvbench.harness.testing import check_valuator, reference_logprobs
+from dvbench.harness.testing import check_valuator, out_of_memory_above, reference_logprobs
 from dvbench.plugins.valuators.icp import IcpValuator
 
 
@@ -166,19 +166,10 @@ def test_auto_backs_off_when_a_batch_runs_out_of_memory(task, expected):
     ``auto`` halves from its start (64 on the CPU) and the scores are still the naive ones."""
     from dvbench.harness.lm.models import resident
 
-    model, lines = resident(task.model)[0], []
-
-    def small_device(module, args, kwargs):
-        rows = kwargs["input_ids"].shape[0]
-        if rows > 4:
-            raise torch.OutOfMemoryError(f"CUDA out of memory at {rows} rows")
-
-    hook = model.base_model.register_forward_pre_hook(small_device, with_kwargs=True)
-    try:
+    lines = []
+    with out_of_memory_above(resident(task.model)[0], 4):
         logged = ValuationTask(task.candidates, task.anchors, task.model, template=task.template, log=lines.append)
         scores = _icp(batch_size="auto", max_batch_tokens="auto").score(logged)
-    finally:
-        hook.remove()
     np.testing.assert_allclose(scores.per_anchor, expected, rtol=0, atol=1e-10)
     assert scores.stats["batch_size"] == 4 and scores.stats["max_batch_tokens"] == 16384 // 16
     assert lines[0] == "valuators.icp: out of memory on cpu; running the unit again at batch_size 32, max_batch_tokens 8192"

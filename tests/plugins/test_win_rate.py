@@ -17,7 +17,7 @@ from dvbench.harness.data.generated import generate
 from dvbench.harness.lm.models import load_model
 from dvbench.harness.template import Template
 from dvbench.harness.records import EvalTask, Example, ModelRef
-from dvbench.harness.testing import reference_logprobs, tiny_lm
+from dvbench.harness.testing import out_of_memory_above, reference_logprobs, tiny_lm
 from dvbench.plugins.evaluators import judges
 from dvbench.plugins.evaluators.win_rate import WinRate
 
@@ -234,12 +234,8 @@ def test_auto_batches_give_the_responses_of_the_same_batches_by_number(tiny_mode
 
     def small_device(ref):
         model, tokenizer = real(ref)
-
-        def check(module, args, kwargs):
-            if limit is not None and kwargs["input_ids"].shape[0] > limit:
-                raise __import__("torch").OutOfMemoryError("CUDA out of memory")
-
-        model.base_model.register_forward_pre_hook(check, with_kwargs=True)
+        if limit is not None:
+            out_of_memory_above(model, limit)
         return model, tokenizer
 
     examples = tuple(generate(0, 0, 12, seed=3)["eval"])
