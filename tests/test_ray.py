@@ -95,7 +95,6 @@ def test_check_without_the_ray_package_says_how_to_install_it(tmp_path, tiny_mod
 
 @pytest.mark.ray
 def test_a_run_on_ray_writes_the_local_runs_bytes(tmp_path, tiny_model_dir, local, dvbench):
-    pytest.importorskip("ray")
     ran = dvbench("run", _spec(tmp_path, tiny_model_dir), "--out", tmp_path / "out",
                   "--set", "execution.backend=ray", "--set", "execution.workers=2")
     assert ran.returncode == 0, ran.stderr
@@ -119,7 +118,6 @@ def _gradient_spec(folder: Path, model: Path) -> Path:
 @pytest.mark.ray
 def test_gradient_valuators_on_ray_write_the_local_runs_bytes(tmp_path, tiny_model_dir, dvbench):
     """Their candidate shards, and EK-FAC's partial sums added on the driver, on 2 workers."""
-    pytest.importorskip("ray")
     from dvbench.harness.cli import main
 
     spec = _gradient_spec(tmp_path, tiny_model_dir)
@@ -139,7 +137,6 @@ def test_gradient_valuators_on_ray_write_the_local_runs_bytes(tmp_path, tiny_mod
 
 @pytest.mark.ray
 def test_an_unreachable_cluster_is_one_line_naming_its_address(tmp_path, tiny_model_dir, dvbench):
-    pytest.importorskip("ray")
     spec = _spec(tmp_path, tiny_model_dir, execution={"backend": "ray", "address": "127.0.0.1:9"})
     ran = dvbench("run", spec, "--out", tmp_path / "out")
     assert ran.returncode == 2
@@ -149,7 +146,7 @@ def test_an_unreachable_cluster_is_one_line_naming_its_address(tmp_path, tiny_mo
 @pytest.fixture(scope="module")
 def ray_session():
     """A local Ray of 2 CPUs for the module's fault tests (the executor joins it, leaves it up)."""
-    ray = pytest.importorskip("ray")
+    import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", configure_logging=False)
     yield ray
     ray.shutdown()
@@ -266,7 +263,6 @@ def _listening(port: int, head: subprocess.Popen, timeout: float = 60) -> None:
 def test_a_killed_driver_on_a_cluster_resumes_locally(tmp_path, tiny_model_dir, local):
     """A cluster of ``ray start --head``, joined by address: the driver (a real process) is killed
     after its first shard; the rerun, on the local backend, ends where the local run did."""
-    pytest.importorskip("ray")
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     port = 6391
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
